@@ -1,0 +1,26 @@
+//! TeacherLM Studio's model engine: loads the formats users have (Hugging Face
+//! folders, GGUF), runs the model families on candle, and exposes generation,
+//! sampling and log-likelihood scoring. No network and no HTTP here: the server
+//! and the CLI (`backend`) own those.
+//!
+//! Entry points: [`Model::load`], [`generate`], [`score::score_continuations`].
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod models;
+pub mod sampling;
+pub mod score;
+pub mod tokenizer;
+pub mod weights;
+
+pub use chat::ChatMessage;
+pub use error::{EngineError, Result};
+pub use generate::{FinishReason, GenerateParams, Generation, generate};
+pub use model::{Format, LoadOptions, Model};
+pub use sampling::SamplingParams;
+pub use weights::WeightMode;

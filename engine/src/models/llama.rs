@@ -1,0 +1,340 @@
+//! The Llama family: Llama 2/3 layout, SmolLM2, Qwen2 (q/k/v bias), Mistral without
+//! sliding windows. Pre-norm decoder blocks with RMSNorm, rotary position embeddings,
+//! grouped-query attention and a SwiGLU MLP.
+//!
+//! Follows `transformers/models/llama/modeling_llama.py` (and `qwen2/modeling_qwen2.py`
+//! for the biases); the GGUF tensor names follow llama.cpp's `llama-arch.cpp`.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{LlamaConfig, RopeStyle};
+use crate::error::Result;
+use crate::kv_cache::Cache;
+use crate::models::CausalLm;
+use crate::weights::{Checkpoint, Embedding, Linear, RmsNorm};
+
+/// Tensor names of one checkpoint format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// `model.layers.{i}.self_attn.q_proj.weight`...
+    HuggingFace,
+    /// `blk.{i}.attn_q.weight`...
+    Gguf,
+}
+
+impl Naming {
+    fn embed(self) -> &'static str {
+        match self {
+            Self::HuggingFace => "model.embed_tokens.weight",
+            Self::Gguf => "token_embd.weight",
+        }
+    }
+    fn final_norm(self) -> &'static str {
+        match self {
+            Self::HuggingFace => "model.norm.weight",
+            Self::Gguf => "output_norm.weight",
+        }
+    }
+    fn lm_head(self) -> &'static str {
+        match self {
+            Self::HuggingFace => "lm_head.weight",
+            Self::Gguf => "output.weight",
+        }
+    }
+    /// Name of `part` (a Hugging Face suffix) in layer `i`, without `.weight`/`.bias`.
+    fn layer(self, i: usize, part: &str) -> String {
+        match self {
+            Self::HuggingFace => format!("model.layers.{i}.{part}"),
+            Self::Gguf => {
+                let g = match part {
+                    "input_layernorm" => "attn_norm",
+                    "self_attn.q_proj" => "attn_q",
+                    "self_attn.k_proj" => "attn_k",
+                    "self_attn.v_proj" => "attn_v",
+                    "self_attn.o_proj" => "attn_output",
+                    "post_attention_layernorm" => "ffn_norm",
+                    "mlp.gate_proj" => "ffn_gate",
+                    "mlp.up_proj" => "ffn_up",
+                    "mlp.down_proj" => "ffn_down",
+                    other => other,
+                };
+                format!("blk.{i}.{g}")
+            }
+        }
+    }
+}
+
+/// Precomputed rotary tables `cos`, `sin` of shape `[max_pos, head_dim / 2]`.
+#[derive(Debug, Clone)]
+struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+}
+
+impl Rotary {
+    fn new(cfg: &LlamaConfig) -> Result<Self> {
+        let half = cfg.head_dim / 2;
+        // inv_freq[i] = theta^(-2i/d), as `_compute_default_rope_parameters`.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
+            .collect();
+        let n = cfg.max_position_embeddings;
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), &Device::Cpu)?;
+        let pos = Tensor::arange(0u32, n as u32, &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .reshape((n, 1))?;
+        let freqs = pos.matmul(&inv_freq)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            style: cfg.rope_style,
+        })
+    }
+
+    /// Rotates `x` `[b, heads, t, d]` for positions `offset..offset + t`.
+    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        let x = x.contiguous()?;
+        Ok(match self.style {
+            RopeStyle::Half => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &LlamaConfig, ckpt: &Checkpoint, naming: Naming, i: usize) -> Result<Self> {
+        let (h, kv, d) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let proj = |part: &str, out: usize, inp: usize, bias: bool| {
+            let base = naming.layer(i, part);
+            let b = bias.then(|| format!("{base}.bias"));
+            ckpt.linear(&format!("{base}.weight"), b.as_deref(), out, inp)
+        };
+        let bias = cfg.attention_bias;
+        Ok(Self {
+            q: proj("self_attn.q_proj", h * d, cfg.hidden_size, bias)?,
+            k: proj("self_attn.k_proj", kv * d, cfg.hidden_size, bias)?,
+            v: proj("self_attn.v_proj", kv * d, cfg.hidden_size, bias)?,
+            o: proj("self_attn.o_proj", cfg.hidden_size, h * d, false)?,
+            heads: h,
+            kv_heads: kv,
+            head_dim: d,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        cache: &mut Cache,
+        layer: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let offset = cache.len_of(layer);
+        let split = |y: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?)
+        };
+        let q = rotary.apply(&split(self.q.forward(x)?, self.heads)?, offset)?;
+        let k = rotary.apply(&split(self.k.forward(x)?, self.kv_heads)?, offset)?;
+        let v = split(self.v.forward(x)?, self.kv_heads)?.contiguous()?;
+        let (k, v) = cache.append(layer, &k, &v)?;
+        let v = v.contiguous()?;
+        let total = k.dim(2)?;
+
+        // Grouped-query attention without materialising repeated keys: fold the
+        // query heads that share a key head into the row dimension.
+        let group = self.heads / self.kv_heads;
+        let q = q.reshape((b, self.kv_heads, group * t, self.head_dim))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let scores = match mask {
+            Some(m) => {
+                // m: [t, total] additive; rows repeat per query head of the group.
+                let s = scores.reshape((b, self.kv_heads, group, t, total))?;
+                s.broadcast_add(m)?
+                    .reshape((b, self.kv_heads, group * t, total))?
+            }
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v)?; // [b, kv, group * t, d]
+        let out = out
+            .reshape((b, self.heads, t, self.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?;
+        self.o.forward(&out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &LlamaConfig, ckpt: &Checkpoint, naming: Naming, i: usize) -> Result<Self> {
+        let w = |part: &str| format!("{}.weight", naming.layer(i, part));
+        let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate: ckpt.linear(&w("mlp.gate_proj"), None, m, h)?,
+            up: ckpt.linear(&w("mlp.up_proj"), None, m, h)?,
+            down: ckpt.linear(&w("mlp.down_proj"), None, h, m)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    mlp_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(cfg: &LlamaConfig, ckpt: &Checkpoint, naming: Naming, i: usize) -> Result<Self> {
+        let norm = |part: &str| {
+            let name = format!("{}.weight", naming.layer(i, part));
+            RmsNorm::load(ckpt, &name, cfg.hidden_size, cfg.rms_norm_eps)
+        };
+        Ok(Self {
+            attn_norm: norm("input_layernorm")?,
+            attn: Attention::new(cfg, ckpt, naming, i)?,
+            mlp_norm: norm("post_attention_layernorm")?,
+            mlp: Mlp::new(cfg, ckpt, naming, i)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        cache: &mut Cache,
+        layer: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let h = self
+            .attn
+            .forward(&self.attn_norm.forward(x)?, rotary, cache, layer, mask)?;
+        let x = (x + h)?;
+        let h = self.mlp.forward(&self.mlp_norm.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+}
+
+/// A Llama-family causal language model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    cfg: LlamaConfig,
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary: Rotary,
+}
+
+impl Llama {
+    /// Builds the model from a checkpoint whose tensors follow `naming`.
+    pub fn load(cfg: &LlamaConfig, ckpt: &Checkpoint, naming: Naming) -> Result<Self> {
+        let embed = ckpt.embedding(naming.embed(), cfg.vocab_size, cfg.hidden_size)?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| Block::new(cfg, ckpt, naming, i))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(ckpt, naming.final_norm(), cfg.hidden_size, cfg.rms_norm_eps)?;
+        // Some tied checkpoints still carry an `lm_head`; an untied one must.
+        let lm_head = if ckpt.contains(naming.lm_head()) || !cfg.tie_word_embeddings {
+            ckpt.linear(naming.lm_head(), None, cfg.vocab_size, cfg.hidden_size)?
+        } else {
+            Linear::tied(&embed)
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            rotary: Rotary::new(cfg)?,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+}
+
+/// Additive causal mask `[t, offset + t]`, or `None` for a single new position
+/// (which may attend to everything cached).
+pub(crate) fn causal_mask(t: usize, offset: usize) -> Result<Option<Tensor>> {
+    if t <= 1 {
+        return Ok(None);
+    }
+    let total = offset + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Some(Tensor::from_vec(mask, (t, total), &Device::Cpu)?))
+}
+
+impl CausalLm for Llama {
+    fn hidden_states(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let offset = cache.len();
+        let mask = causal_mask(t, offset)?;
+        let mut x = self.embed.forward(ids)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &self.rotary, cache, i, mask.as_ref())?;
+        }
+        self.norm.forward(&x)
+    }
+
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)
+    }
+
+    fn new_cache(&self) -> Cache {
+        Cache::new(self.cfg.num_hidden_layers, self.cfg.max_position_embeddings)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn max_context(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+}

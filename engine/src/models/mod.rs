@@ -1,0 +1,42 @@
+//! Model families. Each implements [`CausalLm`]: token ids in, hidden states and
+//! logits out, with the KV cache passed in by the caller.
+
+pub mod llama;
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+use crate::kv_cache::Cache;
+
+/// A decoder-only language model.
+pub trait CausalLm: Send + Sync {
+    /// Final hidden states `[b, t, hidden]` for `ids` `[b, t]` following the
+    /// positions already in `cache` (which this call extends).
+    fn hidden_states(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor>;
+
+    /// Logits `[.., vocab]` of hidden states `[.., hidden]` (the LM head).
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor>;
+
+    /// A fresh, empty cache sized for this model.
+    fn new_cache(&self) -> Cache;
+
+    /// Vocabulary size (width of the logits).
+    fn vocab_size(&self) -> usize;
+
+    /// Longest context the model supports.
+    fn max_context(&self) -> usize;
+
+    /// Logits `[b, t, vocab]` of every position.
+    fn forward(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let h = self.hidden_states(ids, cache)?;
+        self.logits(&h)
+    }
+
+    /// Logits `[b, vocab]` of the last position only: a prefill that does not pay
+    /// for the LM head on every prompt position.
+    fn forward_last(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let h = self.hidden_states(ids, cache)?;
+        let last = h.narrow(1, h.dim(1)? - 1, 1)?.squeeze(1)?;
+        self.logits(&last)
+    }
+}

@@ -1,0 +1,246 @@
+//! Where a model's weights come from and the layer types that hold them.
+//!
+//! A [`Checkpoint`] is either Hugging Face safetensors (single or sharded, memory
+//! mapped, any float dtype converted to f32) or a GGUF file, whose blocks are either
+//! dequantized to f32 ([`WeightMode::F32`], what transformers does with a GGUF) or kept
+//! quantized for candle's quantized matmul ([`WeightMode::Quantized`], what llama.cpp
+//! does: activations are quantized to the block type's dot-product partner, e.g. Q8_1
+//! for Q4_1). Model code asks for weights by their checkpoint name, so a missing
+//! tensor error names the exact key.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+
+/// How GGUF blocks are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightMode {
+    /// Dequantize every tensor to f32 (reference numerics, ~4x the memory).
+    F32,
+    /// Keep quantized blocks and use quantized matmuls (llama.cpp numerics).
+    #[default]
+    Quantized,
+}
+
+/// The weights of one model, from one of the supported formats.
+pub enum Checkpoint {
+    /// Hugging Face safetensors, possibly sharded.
+    Safetensors {
+        /// The model folder, for error messages.
+        dir: PathBuf,
+        /// Memory-mapped weights, converted to f32 on access.
+        vb: VarBuilder<'static>,
+    },
+    /// A GGUF file.
+    Gguf {
+        /// The open file.
+        file: GgufFile,
+        /// Dequantize or keep blocks.
+        mode: WeightMode,
+    },
+}
+
+impl Checkpoint {
+    /// Memory-maps safetensors `files` of the model folder `dir`.
+    pub fn safetensors(dir: &Path, files: &[PathBuf]) -> Result<Self> {
+        // SAFETY: the files are memory-mapped read-only; modifying them while the
+        // model is loaded is undefined behaviour, as with every mmap-based loader.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, DType::F32, &Device::Cpu) }
+            .map_err(|e| EngineError::bad_file(dir, format!("cannot read safetensors: {e}")))?;
+        Ok(Self::Safetensors {
+            dir: dir.to_path_buf(),
+            vb,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Self::Safetensors { dir, .. } => dir,
+            Self::Gguf { file, .. } => file.path(),
+        }
+    }
+
+    /// Whether a tensor of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Safetensors { vb, .. } => vb.contains_tensor(name),
+            Self::Gguf { file, .. } => file.has_tensor(name),
+        }
+    }
+
+    fn missing(&self, name: &str) -> EngineError {
+        EngineError::MissingTensor {
+            path: self.path().to_path_buf(),
+            name: name.to_string(),
+        }
+    }
+
+    fn gguf_tensor(&self, file: &GgufFile, name: &str, dims: &[usize]) -> Result<QTensor> {
+        let t = file.tensor(name)?;
+        if t.shape().dims() != dims {
+            return Err(EngineError::bad_file(
+                file.path(),
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {dims:?}",
+                    t.shape().dims()
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// An f32 tensor of the given shape (norm weights, biases, embeddings in f32 mode).
+    pub fn dense(&self, name: &str, dims: &[usize]) -> Result<Tensor> {
+        if !self.contains(name) {
+            return Err(self.missing(name));
+        }
+        match self {
+            Self::Safetensors { vb, dir } => vb
+                .get(dims, name)
+                .map_err(|e| EngineError::bad_file(dir, format!("tensor `{name}`: {e}"))),
+            Self::Gguf { file, .. } => {
+                let q = self.gguf_tensor(file, name, dims)?;
+                Ok(q.dequantize(&Device::Cpu)?)
+            }
+        }
+    }
+
+    /// A linear layer `y = x W^T (+ b)` with `W` of shape `(out, in)`.
+    pub fn linear(&self, name: &str, bias: Option<&str>, out: usize, inp: usize) -> Result<Linear> {
+        let bias = bias.map(|b| self.dense(b, &[out])).transpose()?;
+        let weight = match self {
+            Self::Gguf {
+                file,
+                mode: WeightMode::Quantized,
+            } => {
+                if !self.contains(name) {
+                    return Err(self.missing(name));
+                }
+                let q = self.gguf_tensor(file, name, &[out, inp])?;
+                LinearWeight::from_qtensor(q)?
+            }
+            _ => LinearWeight::Dense(self.dense(name, &[out, inp])?),
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// An embedding table of shape `(rows, dim)`.
+    pub fn embedding(&self, name: &str, rows: usize, dim: usize) -> Result<Embedding> {
+        match self {
+            Self::Gguf {
+                file,
+                mode: WeightMode::Quantized,
+            } => {
+                if !self.contains(name) {
+                    return Err(self.missing(name));
+                }
+                let q = self.gguf_tensor(file, name, &[rows, dim])?;
+                Ok(Embedding(LinearWeight::from_qtensor(q)?))
+            }
+            _ => Ok(Embedding(LinearWeight::Dense(
+                self.dense(name, &[rows, dim])?,
+            ))),
+        }
+    }
+}
+
+/// The weight matrix of a linear layer, dense or in quantized blocks.
+#[derive(Debug, Clone)]
+pub enum LinearWeight {
+    /// f32 `(out, in)`; differentiable when it is a `Var`.
+    Dense(Tensor),
+    /// Quantized blocks `(out, in)`, multiplied by candle's quantized matmul.
+    Quantized(std::sync::Arc<QMatMul>),
+}
+
+impl LinearWeight {
+    fn from_qtensor(q: QTensor) -> Result<Self> {
+        // F32/F16 "quantized" tensors gain nothing from the quantized path.
+        if matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+            return Ok(Self::Dense(q.dequantize(&Device::Cpu)?));
+        }
+        Ok(Self::Quantized(std::sync::Arc::new(QMatMul::from_qtensor(
+            q,
+        )?)))
+    }
+}
+
+/// A linear layer.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: LinearWeight,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A linear layer sharing another's weight (tied LM head).
+    pub fn tied(embedding: &Embedding) -> Self {
+        Self {
+            weight: embedding.0.clone(),
+            bias: None,
+        }
+    }
+
+    /// `x W^T + b` over the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            LinearWeight::Dense(w) => match x.dims() {
+                [b, t, k] => {
+                    let y = x.reshape((b * t, *k))?.matmul(&w.t()?)?;
+                    y.reshape((*b, *t, ()))?
+                }
+                _ => x.broadcast_matmul(&w.t()?)?,
+            },
+            LinearWeight::Quantized(q) => q.forward(x)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// A token embedding table.
+#[derive(Debug, Clone)]
+pub struct Embedding(LinearWeight);
+
+impl Embedding {
+    /// Looks up rows: `ids` of any shape gives `ids.shape + [dim]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match &self.0 {
+            LinearWeight::Dense(w) => {
+                let mut dims = ids.dims().to_vec();
+                dims.push(w.dim(D::Minus1)?);
+                w.index_select(&ids.flatten_all()?, 0)?.reshape(dims)?
+            }
+            LinearWeight::Quantized(q) => q.embedding(ids)?,
+        })
+    }
+}
+
+/// Root-mean-square layer norm (Zhang & Sennrich 2019), as `LlamaRMSNorm`.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    /// Loads the scale vector `name` of width `dim`.
+    pub fn load(ckpt: &Checkpoint, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: ckpt.dense(name, &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+    }
+}
