@@ -1,0 +1,149 @@
+//! `teacherlm bench`: prefill and decode speed of one model on this machine, and
+//! the process's peak memory. `cargo xtask bench` runs it once per configuration,
+//! each in its own process so peak memory is per configuration.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use clap::Args;
+use engine::{LoadOptions, Model, WeightMode};
+use serde::Serialize;
+
+use super::Cli;
+use super::generate::Dtype;
+use crate::configuration::Overrides;
+use crate::models;
+
+/// A fixed English text; its tokens, repeated, make the benchmark prompt.
+const TEXT: &str = "A teacher model annotates each sample of a dataset with its fundamentals, \
+a chain of thought and the common mistakes that students make, so that small student \
+models learn why an answer is right and not only what it is. ";
+
+/// Flags of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Catalogue name, file in the model directory, or path.
+    #[arg(long, default_value = shared::catalogue::DEFAULT_MODEL.name)]
+    model: String,
+    /// Weight precision for GGUF models.
+    #[arg(long, value_enum, default_value = "quantized")]
+    dtype: Dtype,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens decoded after the prompt.
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    /// Timed runs (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one benchmark configuration measured.
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    dtype: String,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    runs: usize,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+    peak_rss_mib: f64,
+    load_s: f64,
+    /// The prompt, so baselines can be fed exactly the same tokens.
+    prompt_ids: Vec<u32>,
+}
+
+pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
+    let settings = cli.settings(Overrides::default())?;
+    let path = models::resolve(&settings.models_dir, &args.model)?;
+    let mode = match args.dtype {
+        Dtype::Quantized => WeightMode::Quantized,
+        Dtype::F32 => WeightMode::F32,
+    };
+    let t = Instant::now();
+    let model = Model::load(&path, LoadOptions { mode }).context("cannot load the model")?;
+    let load_s = t.elapsed().as_secs_f64();
+    let mut prompt = Vec::new();
+    let text_ids = model.encode_prompt(TEXT)?;
+    while prompt.len() < args.prompt_tokens {
+        prompt.extend_from_slice(&text_ids);
+    }
+    prompt.truncate(args.prompt_tokens);
+
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for run in 0..=args.runs {
+        let (p, d) = one_run(&model, &prompt, args.gen_tokens)?;
+        if run > 0 {
+            prefill.push(args.prompt_tokens as f64 / p);
+            decode.push(args.gen_tokens as f64 / d);
+        }
+    }
+    let report = Report {
+        model: args.model.clone(),
+        dtype: format!("{:?}", args.dtype).to_lowercase(),
+        prompt_tokens: args.prompt_tokens,
+        gen_tokens: args.gen_tokens,
+        runs: args.runs,
+        prefill_tokens_per_s: median(&mut prefill),
+        decode_tokens_per_s: median(&mut decode),
+        peak_rss_mib: peak_rss_mib(),
+        load_s,
+        prompt_ids: prompt,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} ({}): prefill {:.1} tokens/s, decode {:.1} tokens/s, peak RSS {:.0} MiB",
+            report.model,
+            report.dtype,
+            report.prefill_tokens_per_s,
+            report.decode_tokens_per_s,
+            report.peak_rss_mib
+        );
+    }
+    Ok(())
+}
+
+/// Seconds for the prefill and for `steps` greedy decode steps (EOS ignored, so
+/// every run decodes the same number of tokens).
+fn one_run(model: &Model, prompt: &[u32], steps: usize) -> anyhow::Result<(f64, f64)> {
+    let lm = model.lm();
+    let mut cache = lm.new_cache();
+    let t = Instant::now();
+    let x = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
+    let mut logits = lm.forward_last(&x, &mut cache)?.squeeze(0)?;
+    let prefill = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..steps {
+        let next = engine::sampling::argmax(&logits.to_vec1::<f32>()?);
+        let x = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
+        logits = lm.forward_last(&x, &mut cache)?.squeeze(0)?;
+    }
+    Ok((prefill, t.elapsed().as_secs_f64()))
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Peak resident memory of this process (`VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

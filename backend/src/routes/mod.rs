@@ -1,0 +1,4 @@
+//! HTTP routes, one module per group.
+
+pub mod health;
+pub mod spa;

@@ -1,0 +1,22 @@
+//! The heading block every page opens with; it also names the browser tab.
+
+use leptos::prelude::*;
+
+/// Page title (`<h1>`) and a short description; sets `document.title`.
+#[component]
+pub fn PageHeader(
+    /// The page's name.
+    title: &'static str,
+    /// One or two sentences on what the page is for.
+    description: &'static str,
+) -> impl IntoView {
+    Effect::new(move |_| {
+        document().set_title(&format!("{title} · TeacherLM Studio"));
+    });
+    view! {
+        <header class="page-header">
+            <h1>{title}</h1>
+            <p class="lede">{description}</p>
+        </header>
+    }
+}

@@ -1,0 +1,134 @@
+//! `cargo xtask bench`: prefill/decode tokens/s and peak memory of the engine on
+//! the default model, quantized and f32, side by side in one run with llama.cpp
+//! (llama-cpp-python) on the same GGUF and with transformers (the GGUF dequantized
+//! to f32), all on the same prompt tokens and thread count. `--quick` skips the
+//! baselines. Numbers are medians of several runs; this is not a test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::util::{self, cargo, output, root, sh};
+
+const LLAMA_CPP_PYTHON: &str = "llama-cpp-python==0.3.36";
+const THREADS: &str = "2";
+const RUNS: &str = "5";
+const GEN: &str = "128";
+
+/// Entry point of the `bench` task.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let model = crate::models::run()?;
+    sh(cargo().args(["build", "--release", "-p", "backend"]))?;
+    let bin = root().join("target/release/teacherlm");
+    let mut rows: Vec<(String, Value)> = Vec::new();
+    let mut prompt = String::new();
+    for dtype in ["quantized", "f32"] {
+        let out = output(Command::new(&bin).args([
+            "bench", "--dtype", dtype, "--runs", RUNS, "--gen-tokens", GEN, "--json",
+        ]))?;
+        let v: Value = serde_json::from_str(out.trim()).context("teacherlm bench output")?;
+        prompt = v["prompt_ids"].to_string();
+        rows.push((format!("teacherlm {dtype}"), v));
+    }
+    if !quick {
+        let py = bench_python()?;
+        for (name, script) in [
+            ("llama.cpp Q4_1", "llama_cpp_bench.py"),
+            ("transformers f32", "transformers_bench.py"),
+        ] {
+            let script = root().join("xtask/bench").join(script);
+            match output(
+                Command::new(&py)
+                    .arg(&script)
+                    .arg(&model)
+                    .args([prompt.as_str(), GEN, RUNS, THREADS])
+                    .env("OMP_NUM_THREADS", THREADS),
+            ) {
+                Ok(out) => {
+                    let last = out.lines().last().unwrap_or_default();
+                    rows.push((name.to_string(), serde_json::from_str(last)?));
+                }
+                Err(e) => eprintln!("{name} baseline failed: {e:#}"),
+            }
+        }
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+/// A virtualenv (reusing the system's torch/transformers when present) with
+/// llama-cpp-python, which pip builds from source (about 5 minutes, once).
+fn bench_python() -> anyhow::Result<PathBuf> {
+    let venv = util::teacherlm_home().join("bench-venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        sh(Command::new("python3")
+            .args(["-m", "venv", "--system-site-packages"])
+            .arg(&venv))?;
+    }
+    if !imports(&py, "llama_cpp") {
+        sh(Command::new(&py)
+            .args(["-m", "pip", "install", LLAMA_CPP_PYTHON])
+            .env("CMAKE_ARGS", "-DGGML_NATIVE=ON"))?;
+    }
+    if !imports(&py, "transformers, torch, gguf") {
+        sh(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "torch",
+            "transformers",
+            "gguf",
+            "accelerate",
+        ]))?;
+    }
+    Ok(py)
+}
+
+fn imports(py: &Path, modules: &str) -> bool {
+    Command::new(py)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn print_table(rows: &[(String, Value)]) {
+    let base = |name: &str| rows.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    println!(
+        "\n{:<20} {:>16} {:>16} {:>14}",
+        "engine", "prefill tok/s", "decode tok/s", "peak RSS MiB"
+    );
+    for (name, v) in rows {
+        println!(
+            "{:<20} {:>16.1} {:>16.1} {:>14.0}",
+            name,
+            v["prefill_tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+            v["decode_tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+            v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let ratio = |a: &str, b: &str, key: &str| -> Option<f64> {
+        Some(base(a)?[key].as_f64()? / base(b)?[key].as_f64()?)
+    };
+    if let Some(r) = ratio("teacherlm quantized", "llama.cpp Q4_1", "decode_tokens_per_s") {
+        println!("quantized decode vs llama.cpp: {r:.2}x (target >= 1.0)");
+    }
+    if let Some(r) = ratio("teacherlm quantized", "llama.cpp Q4_1", "prefill_tokens_per_s") {
+        println!("quantized prefill vs llama.cpp: {r:.2}x");
+    }
+    if let Some(r) = ratio("teacherlm f32", "transformers f32", "decode_tokens_per_s") {
+        println!("f32 decode vs transformers: {r:.2}x (target >= 2.0)");
+    }
+    if let Some(q) = base("teacherlm quantized") {
+        // Every decode step streams the whole file once: bytes/token over bandwidth.
+        let file_mb = shared::catalogue::DEFAULT_MODEL.size as f64 / 1e9;
+        let tps = q["decode_tokens_per_s"].as_f64().unwrap_or(0.0);
+        println!(
+            "quantized decode streams {:.1} GB/s of weights (memory-bandwidth ceiling ~31-34 GB/s here)",
+            tps * file_mb
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! `cargo xtask serve`: on a fresh machine, install the web toolchain and the
+//! default model, build the web app (trunk) and the server (release), then run
+//! `teacherlm serve` with the built app, printing its URL.
+
+use std::process::Command;
+
+use crate::util::{cargo, root, sh};
+use crate::{models, tools};
+
+/// Sets up, builds and serves; `args` go to `teacherlm serve`.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    tools::ensure_wasm_target()?;
+    tools::ensure_trunk_and_bindgen()?;
+    let wasm_opt = tools::ensure_wasm_opt()?;
+    models::run()?;
+    // Offline: trunk must use the tools installed above, never download its own.
+    sh(Command::new("trunk")
+        .env("PATH", tools::path_with(&[wasm_opt]))
+        .args(["build", "--release", "--offline"]))?;
+    sh(cargo().args(["build", "--release", "-p", "backend"]))?;
+    let bin = root().join("target/release/teacherlm");
+    let dist = root().join("dist");
+    // `exec`-like: the server inherits the terminal and prints its URL itself.
+    sh(Command::new(bin)
+        .arg("serve")
+        .arg("--static-dir")
+        .arg(dist)
+        .args(args))
+}
+
