@@ -103,7 +103,10 @@ pub fn load(config: Option<&Path>, over: Overrides) -> Result<Settings, ConfigEr
         None => FileSettings::default(),
     };
     Ok(Settings {
-        host: over.host.or(file.host).unwrap_or_else(|| "127.0.0.1".into()),
+        host: over
+            .host
+            .or(file.host)
+            .unwrap_or_else(|| "127.0.0.1".into()),
         port: over.port.or(file.port).unwrap_or(8080),
         models_dir: over
             .models_dir
@@ -143,7 +146,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "port = 9000\nprot = 1\n").unwrap();
-        let e = load(Some(&path), Overrides::default()).unwrap_err().to_string();
+        let e = load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("prot") && e.contains("line 2"), "{e}");
     }
 }

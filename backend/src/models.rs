@@ -96,9 +96,16 @@ pub fn list(models_dir: &Path) -> Vec<ModelListing> {
     };
     let mut extra: Vec<ModelListing> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| !catalogue::CATALOGUE.iter().any(|e| models_dir.join(e.file) == *p))
+        .filter(|p| {
+            !catalogue::CATALOGUE
+                .iter()
+                .any(|e| models_dir.join(e.file) == *p)
+        })
         .filter_map(|p| {
-            let summary = if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")) {
+            let summary = if p
+                .extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+            {
                 "GGUF file"
             } else if p.join("config.json").exists() {
                 "Hugging Face folder"
@@ -129,12 +136,21 @@ mod tests {
         let err = resolve(dir.path(), entry.name).unwrap_err().to_string();
         assert!(err.contains("cargo xtask models"), "{err}");
         std::fs::write(dir.path().join(entry.file), b"x").unwrap();
-        assert_eq!(resolve(dir.path(), entry.name).unwrap(), dir.path().join(entry.file));
+        assert_eq!(
+            resolve(dir.path(), entry.name).unwrap(),
+            dir.path().join(entry.file)
+        );
         std::fs::write(dir.path().join("other.gguf"), b"x").unwrap();
-        assert_eq!(resolve(dir.path(), "other.gguf").unwrap(), dir.path().join("other.gguf"));
+        assert_eq!(
+            resolve(dir.path(), "other.gguf").unwrap(),
+            dir.path().join("other.gguf")
+        );
         let err = resolve(dir.path(), "nope").unwrap_err().to_string();
         assert!(err.contains("unknown model `nope`"), "{err}");
         let names: Vec<String> = list(dir.path()).into_iter().map(|l| l.name).collect();
-        assert_eq!(names, vec![entry.name.to_string(), "other.gguf".to_string()]);
+        assert_eq!(
+            names,
+            vec![entry.name.to_string(), "other.gguf".to_string()]
+        );
     }
 }

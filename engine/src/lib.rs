@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod models;
+pub mod quant;
 pub mod sampling;
 pub mod score;
 pub mod tokenizer;

@@ -16,6 +16,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
+use crate::quant::QMatrix;
 
 /// How GGUF blocks are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -156,6 +157,8 @@ pub enum LinearWeight {
     Dense(Tensor),
     /// Quantized blocks `(out, in)`, multiplied by candle's quantized matmul.
     Quantized(std::sync::Arc<QMatMul>),
+    /// Q4_1/Q8_0 blocks `(out, in)`, multiplied by the engine's own kernels.
+    Quant(std::sync::Arc<QMatrix>),
 }
 
 impl LinearWeight {
@@ -163,6 +166,9 @@ impl LinearWeight {
         // F32/F16 "quantized" tensors gain nothing from the quantized path.
         if matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
             return Ok(Self::Dense(q.dequantize(&Device::Cpu)?));
+        }
+        if let Some(m) = QMatrix::from_qtensor(&q)? {
+            return Ok(Self::Quant(std::sync::Arc::new(m)));
         }
         Ok(Self::Quantized(std::sync::Arc::new(QMatMul::from_qtensor(
             q,
@@ -197,6 +203,7 @@ impl Linear {
                 _ => x.broadcast_matmul(&w.t()?)?,
             },
             LinearWeight::Quantized(q) => q.forward(x)?,
+            LinearWeight::Quant(q) => crate::quant::qmatmul_forward(q, x)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -212,6 +219,7 @@ pub struct Embedding(LinearWeight);
 impl Embedding {
     /// Looks up rows: `ids` of any shape gives `ids.shape + [dim]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let ids_shape = ids.dims().to_vec();
         Ok(match &self.0 {
             LinearWeight::Dense(w) => {
                 let mut dims = ids.dims().to_vec();
@@ -219,6 +227,13 @@ impl Embedding {
                 w.index_select(&ids.flatten_all()?, 0)?.reshape(dims)?
             }
             LinearWeight::Quantized(q) => q.embedding(ids)?,
+            LinearWeight::Quant(q) => {
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let rows = q.dequantize_rows(&ids)?;
+                let mut dims = ids_shape;
+                dims.push(q.cols());
+                Tensor::from_vec(rows, dims, &Device::Cpu)?
+            }
         })
     }
 }

@@ -20,6 +20,9 @@ use leptos_router::path;
 use crate::components::{AppHeader, SideNav};
 use crate::pages::{Annotate, Evaluate, Jobs, NotFound, Overview, Solve, Students};
 
+/// The product name, as the header and the browser tab show it.
+pub const PRODUCT_NAME: &str = "TeacherLM Studio";
+
 /// The whole application: layout shell plus one route per section.
 ///
 /// Unknown paths render [`NotFound`]. The server must answer every client route with
@@ -32,7 +35,9 @@ pub fn App() -> impl IntoView {
 
     view! {
         <Router>
-            <a class="skip-link" href="#main">
+            // rel="external" leaves the click to the browser, whose fragment navigation
+            // moves focus into <main>; the router's would only change the URL.
+            <a class="skip-link" href="#main" rel="external">
                 "Skip to content"
             </a>
             <div class="shell">

@@ -27,7 +27,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut prompt = String::new();
     for dtype in ["quantized", "f32"] {
         let out = output(Command::new(&bin).args([
-            "bench", "--dtype", dtype, "--runs", RUNS, "--gen-tokens", GEN, "--json",
+            "bench",
+            "--dtype",
+            dtype,
+            "--runs",
+            RUNS,
+            "--gen-tokens",
+            GEN,
+            "--json",
         ]))?;
         let v: Value = serde_json::from_str(out.trim()).context("teacherlm bench output")?;
         prompt = v["prompt_ids"].to_string();
@@ -113,10 +120,18 @@ fn print_table(rows: &[(String, Value)]) {
     let ratio = |a: &str, b: &str, key: &str| -> Option<f64> {
         Some(base(a)?[key].as_f64()? / base(b)?[key].as_f64()?)
     };
-    if let Some(r) = ratio("teacherlm quantized", "llama.cpp Q4_1", "decode_tokens_per_s") {
+    if let Some(r) = ratio(
+        "teacherlm quantized",
+        "llama.cpp Q4_1",
+        "decode_tokens_per_s",
+    ) {
         println!("quantized decode vs llama.cpp: {r:.2}x (target >= 1.0)");
     }
-    if let Some(r) = ratio("teacherlm quantized", "llama.cpp Q4_1", "prefill_tokens_per_s") {
+    if let Some(r) = ratio(
+        "teacherlm quantized",
+        "llama.cpp Q4_1",
+        "prefill_tokens_per_s",
+    ) {
         println!("quantized prefill vs llama.cpp: {r:.2}x");
     }
     if let Some(r) = ratio("teacherlm f32", "transformers f32", "decode_tokens_per_s") {

@@ -27,4 +27,3 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .arg(dist)
         .args(args))
 }
-

@@ -10,7 +10,14 @@ pub fn run() -> anyhow::Result<()> {
     tools::ensure_wasm_target()?;
     models::run()?;
     sh(cargo().args(["fmt", "--all", "--check"]))?;
-    sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     sh(cargo().args([
         "clippy",
         "-p",
@@ -21,9 +28,14 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    sh(cargo().args(["build", "-p", "frontend", "--target", "wasm32-unknown-unknown"]))?;
+    sh(cargo().args([
+        "build",
+        "-p",
+        "frontend",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]))?;
     sh(cargo().args(["test", "--workspace", "--all-targets"]))?;
     eprintln!("xtask test: every check passed");
     Ok(())
 }
-

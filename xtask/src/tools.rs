@@ -20,7 +20,10 @@ pub const BINARYEN_VERSION: &str = "132.0.0";
 pub fn ensure_wasm_target() -> anyhow::Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
         .context("rustup is needed to add the wasm32 target")?;
-    if !installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+    if !installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
         sh(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
     }
     Ok(())
@@ -71,7 +74,9 @@ pub fn ensure_wasm_opt() -> anyhow::Result<PathBuf> {
         return Ok(bin);
     }
     if !util::exists("npm") {
-        anyhow::bail!("npm (Node.js) is needed to install binaryen's wasm-opt; install nodejs and npm");
+        anyhow::bail!(
+            "npm (Node.js) is needed to install binaryen's wasm-opt; install nodejs and npm"
+        );
     }
     std::fs::create_dir_all(&dir)?;
     sh(Command::new("npm")
@@ -79,7 +84,11 @@ pub fn ensure_wasm_opt() -> anyhow::Result<PathBuf> {
         .args(["install", "--no-audit", "--no-fund", "--prefix"])
         .arg(&dir)
         .arg(format!("binaryen@{BINARYEN_VERSION}")))?;
-    anyhow::ensure!(ok(&wasm_opt), "{} did not install a working wasm-opt", wasm_opt.display());
+    anyhow::ensure!(
+        ok(&wasm_opt),
+        "{} did not install a working wasm-opt",
+        wasm_opt.display()
+    );
     Ok(bin)
 }
 

@@ -95,7 +95,11 @@ pub fn run(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let out = engine::generate(&model, &prompt, &params, |piece| {
         // A closed pipe (`| head`) ends generation instead of erroring.
-        if stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_err() {
+        if stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+            .is_err()
+        {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())

@@ -32,8 +32,8 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     })?;
     actix_web::rt::System::new().block_on(async move {
         let host = settings.host.clone();
-        let app = Application::build(settings)
-            .with_context(|| format!("cannot listen on {host}"))?;
+        let app =
+            Application::build(settings).with_context(|| format!("cannot listen on {host}"))?;
         // Scripts (xtask, tests) read this line to learn the port.
         println!("TeacherLM Studio listening on http://{host}:{}", app.port());
         tracing::info!(port = app.port(), "server started");

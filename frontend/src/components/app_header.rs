@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use crate::PRODUCT_NAME;
 use crate::components::{BrandMark, ServerStatusBadge};
 
 /// The application header, spanning the full width above navigation and content.
@@ -46,7 +47,7 @@ pub fn AppHeader(
             <A href="/" exact=true>
                 <span class="brand">
                     <BrandMark />
-                    <span class="brand-name">"TeacherLM Studio"</span>
+                    <span class="brand-name">{PRODUCT_NAME}</span>
                 </span>
             </A>
             <div class="header-spacer"></div>

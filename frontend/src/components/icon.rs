@@ -40,7 +40,7 @@ pub fn BrandMark() -> impl IntoView {
             aria-hidden="true"
             focusable="false"
         >
-            <rect width="32" height="32" rx="7" fill="var(--accent)" />
+            <rect width="32" height="32" rx="7" fill="var(--brand)" />
             <path d="M16 8 4.5 13.5 16 19l11.5-5.5z" fill="#fff" />
             <path
                 d="M9.5 16.5v4.5c3.5 2.6 9.5 2.6 13 0v-4.5M25.5 14.5v6"

@@ -2,6 +2,8 @@
 
 use leptos::prelude::*;
 
+use crate::PRODUCT_NAME;
+
 /// Page title (`<h1>`) and a short description; sets `document.title`.
 #[component]
 pub fn PageHeader(
@@ -11,7 +13,12 @@ pub fn PageHeader(
     description: &'static str,
 ) -> impl IntoView {
     Effect::new(move |_| {
-        document().set_title(&format!("{title} · TeacherLM Studio"));
+        let tab = if title == PRODUCT_NAME {
+            PRODUCT_NAME.to_owned()
+        } else {
+            format!("{title} · {PRODUCT_NAME}")
+        };
+        document().set_title(&tab);
     });
     view! {
         <header class="page-header">

@@ -1,8 +1,9 @@
-//! The compact server indicator in the header: checking, online (with version) or
-//! unreachable. Clicking it asks the server again.
+//! The compact server indicator in the header: checking, online (with version), answering
+//! with an error, or unreachable. Clicking it asks the server again.
 
 use leptos::prelude::*;
 
+use crate::api::ClientError;
 use crate::health::use_server_health;
 
 /// A dot and a few words on the server's state, from the shared health resource.
@@ -14,7 +15,8 @@ pub fn ServerStatusBadge() -> impl IntoView {
     let checking = || {
         view! {
             <span class="status-dot status-dot--pending"></span>
-            <span class="status-text">"Checking server…"</span>
+            <span class="status-text wide-only">"Checking server…"</span>
+            <span class="status-text narrow-only">"Checking…"</span>
         }
     };
 
@@ -37,7 +39,8 @@ pub fn ServerStatusBadge() -> impl IntoView {
                             );
                             view! {
                                 <span class="status-dot status-dot--ok" title=title></span>
-                                <span class="status-text">"Server online"</span>
+                                <span class="status-text wide-only">"Server online"</span>
+                                <span class="status-text narrow-only">"Online"</span>
                                 <span class="status-version">"v" {h.version}</span>
                             }
                                 .into_any()
@@ -49,7 +52,17 @@ pub fn ServerStatusBadge() -> impl IntoView {
                             );
                             view! {
                                 <span class="status-dot status-dot--warn" title=title></span>
-                                <span class="status-text">"Server degraded"</span>
+                                <span class="status-text wide-only">"Server degraded"</span>
+                                <span class="status-text narrow-only">"Degraded"</span>
+                            }
+                                .into_any()
+                        }
+                        Err(e @ ClientError::Status { .. }) => {
+                            let title = format!("{e} Click to check again.");
+                            view! {
+                                <span class="status-dot status-dot--down" title=title></span>
+                                <span class="status-text wide-only">"Server error"</span>
+                                <span class="status-text narrow-only">"Error"</span>
                             }
                                 .into_any()
                         }
@@ -57,7 +70,8 @@ pub fn ServerStatusBadge() -> impl IntoView {
                             let title = format!("{e} Click to check again.");
                             view! {
                                 <span class="status-dot status-dot--down" title=title></span>
-                                <span class="status-text">"Server unreachable"</span>
+                                <span class="status-text wide-only">"Server unreachable"</span>
+                                <span class="status-text narrow-only">"Offline"</span>
                             }
                                 .into_any()
                         }

@@ -29,16 +29,15 @@ pub fn ServerStatusCard() -> impl IntoView {
             errors
                 .read()
                 .iter()
-                .map(|(_, e)| view! { <p class="error-detail">{e.to_string()}</p> })
+                .map(|(_, e)| view! { <p class="callout-title">{e.to_string()}</p> })
                 .collect_view()
         };
         view! {
             <div class="callout callout--error" role="alert">
-                <p class="callout-title">"Cannot reach the server at " {server_origin()} "."</p>
                 {messages}
-                <p class="muted">
-                    "The server serves this app and its API from the same address. "
-                    "Check that it is running, then try again."
+                <p>
+                    "The server hands out this app and its API from the same address. "
+                    "Check that it is running and reachable, then try again."
                 </p>
                 <button
                     type="button"

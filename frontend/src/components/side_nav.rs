@@ -15,9 +15,14 @@ pub fn SideNav(
     menu_open: RwSignal<bool>,
 ) -> impl IntoView {
     let location = use_location();
-    Effect::new(move |_| {
-        location.pathname.track();
-        menu_open.set(false);
+    // Fold the menu back whenever the path changes (link, back button, redirect). The memo
+    // must be read, not just tracked: an unread memo never computes, so never notifies.
+    Effect::new(move |previous: Option<String>| {
+        let path = location.pathname.get();
+        if previous.is_some_and(|p| p != path) {
+            menu_open.set(false);
+        }
+        path
     });
 
     let links = SECTIONS

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use crate::PRODUCT_NAME;
 use crate::components::{PageHeader, SectionCard, ServerStatusCard};
 use crate::sections::{OVERVIEW, SECTIONS};
 
@@ -17,7 +18,7 @@ pub fn Overview() -> impl IntoView {
 
     view! {
         <PageHeader
-            title="TeacherLM Studio"
+            title=PRODUCT_NAME
             description="Annotate data with the why, not just the answer, and teach small models from it."
         />
         <div class="overview-grid">
