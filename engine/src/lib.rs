@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod gemv;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
@@ -16,6 +17,7 @@ pub mod models;
 pub mod quant;
 pub mod sampling;
 pub mod score;
+pub mod threads;
 pub mod tokenizer;
 pub mod weights;
 

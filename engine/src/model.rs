@@ -134,10 +134,10 @@ impl Model {
         let chat = match tokenizer.chat_template().map(str::to_string) {
             Some(src) => {
                 for t in END_OF_TURN {
-                    if src.contains(t) {
-                        if let Some(id) = tokenizer.token_to_id(t) {
-                            tokenizer.add_eos_id(id);
-                        }
+                    if src.contains(t)
+                        && let Some(id) = tokenizer.token_to_id(t)
+                    {
+                        tokenizer.add_eos_id(id);
                     }
                 }
                 let bos = tokenizer.special_text(tokenizer.bos_id());

@@ -245,9 +245,10 @@ fn dot_q4_1_scalar(w: &[u8], x: &[BlockQ81]) -> f32 {
         let m = f16::from_le_bytes([wb[2], wb[3]]).to_f32();
         let qs = &wb[4..];
         let mut isum = 0i32;
-        for j in 0..QK / 2 {
-            isum += (qs[j] & 0x0F) as i32 * xb.qs[j] as i32;
-            isum += (qs[j] >> 4) as i32 * xb.qs[j + QK / 2] as i32;
+        // Low nibbles hold values 0..16, high nibbles 16..32.
+        let (lo, hi) = xb.qs.split_at(QK / 2);
+        for ((&q, &a), &b) in qs.iter().zip(lo).zip(hi) {
+            isum += (q & 0x0F) as i32 * a as i32 + (q >> 4) as i32 * b as i32;
         }
         sum += isum as f32 * d * xb.d + m * xb.s;
     }

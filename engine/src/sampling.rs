@@ -157,12 +157,12 @@ pub fn argmax(xs: &[f32]) -> u32 {
 fn apply_repetition_penalty(logits: &mut [f32], context: &[u32], penalty: f32) {
     let mut seen = vec![false; logits.len()];
     for &t in context {
-        if let Some(s) = seen.get_mut(t as usize) {
-            if !*s {
-                *s = true;
-                let l = &mut logits[t as usize];
-                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
-            }
+        if let Some(s) = seen.get_mut(t as usize)
+            && !*s
+        {
+            *s = true;
+            let l = &mut logits[t as usize];
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
         }
     }
 }

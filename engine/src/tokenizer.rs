@@ -49,10 +49,10 @@ impl Tokenizer {
         let mut eos: Vec<u32> = token_of("eos_token").into_iter().collect();
         if let Some(g) = gen_cfg.as_ref().and_then(|g| g.get("eos_token_id")) {
             for id in g.as_array().cloned().unwrap_or_else(|| vec![g.clone()]) {
-                if let Some(id) = id.as_u64().and_then(|i| u32::try_from(i).ok()) {
-                    if !eos.contains(&id) {
-                        eos.push(id);
-                    }
+                if let Some(id) = id.as_u64().and_then(|i| u32::try_from(i).ok())
+                    && !eos.contains(&id)
+                {
+                    eos.push(id);
                 }
             }
         }

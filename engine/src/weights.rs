@@ -195,6 +195,10 @@ impl Linear {
     /// `x W^T + b` over the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
+            // Not for trainable weights: gemv records no gradient.
+            LinearWeight::Dense(w) if crate::gemv::use_gemv(w, x) => {
+                crate::threads::install(|| crate::gemv::gemv(w, x))?
+            }
             LinearWeight::Dense(w) => match x.dims() {
                 [b, t, k] => {
                     let y = x.reshape((b * t, *k))?.matmul(&w.t()?)?;

@@ -13,6 +13,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     tools::ensure_trunk_and_bindgen()?;
     let wasm_opt = tools::ensure_wasm_opt()?;
     models::run()?;
+    // trunk runs cargo offline (Trunk.toml), so the frontend's crates must be here.
+    sh(cargo().args(["fetch", "--target", "wasm32-unknown-unknown"]))?;
     // Offline: trunk must use the tools installed above, never download its own.
     sh(Command::new("trunk")
         .env("PATH", tools::path_with(&[wasm_opt]))

@@ -289,6 +289,19 @@ impl Llama {
     }
 }
 
+impl Llama {
+    fn hidden_states_on_pool(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let offset = cache.len();
+        let mask = causal_mask(t, offset)?;
+        let mut x = self.embed.forward(ids)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &self.rotary, cache, i, mask.as_ref())?;
+        }
+        self.norm.forward(&x)
+    }
+}
+
 /// Additive causal mask `[t, offset + t]`, or `None` for a single new position
 /// (which may attend to everything cached).
 pub(crate) fn causal_mask(t: usize, offset: usize) -> Result<Option<Tensor>> {
@@ -312,18 +325,11 @@ pub(crate) fn causal_mask(t: usize, offset: usize) -> Result<Option<Tensor>> {
 
 impl CausalLm for Llama {
     fn hidden_states(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        let offset = cache.len();
-        let mask = causal_mask(t, offset)?;
-        let mut x = self.embed.forward(ids)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &self.rotary, cache, i, mask.as_ref())?;
-        }
-        self.norm.forward(&x)
+        crate::threads::install(|| self.hidden_states_on_pool(ids, cache))
     }
 
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.lm_head.forward(hidden)
+        crate::threads::install(|| self.lm_head.forward(hidden))
     }
 
     fn new_cache(&self) -> Cache {

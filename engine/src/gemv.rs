@@ -1,0 +1,135 @@
+//! f32 matrix-vector products for decode steps: `x W^T` with a handful of rows in
+//! `x`, parallel over output features on the engine pool, with an AVX2+FMA dot
+//! product. A decode step reads every weight once; gemm's packing and thread
+//! set-up cost more than the arithmetic there.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{EngineError, Result};
+
+/// Inputs with at most this many rows use [`gemv`] (decode steps); larger ones
+/// go through candle's gemm, which wins once there is a matrix to block.
+const GEMV_MAX_ROWS: usize = 4;
+
+pub fn use_gemv(w: &Tensor, x: &Tensor) -> bool {
+    rows_of(x) <= GEMV_MAX_ROWS
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && !w.track_op()
+        && !x.track_op()
+}
+
+fn rows_of(x: &Tensor) -> usize {
+    x.dims()[..x.rank().saturating_sub(1)].iter().product()
+}
+
+/// `x W^T` for a few rows of `x`, parallel over the output features: a decode step
+/// is a matrix-vector product bound by reading `W` once, where gemm's packing and
+/// per-call thread set-up cost more than the arithmetic.
+pub fn gemv(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (out_f, in_f) = w.dims2()?;
+    let w = w.contiguous()?;
+    let x = x.contiguous()?;
+    let m = rows_of(&x);
+    let (wg, _) = w.storage_and_layout();
+    let (xg, _) = x.storage_and_layout();
+    let (candle_core::Storage::Cpu(ws), candle_core::Storage::Cpu(xs)) = (&*wg, &*xg) else {
+        return Err(EngineError::invalid("weights", "gemv runs on the CPU only"));
+    };
+    let w_off = w.layout().start_offset();
+    let x_off = x.layout().start_offset();
+    let wd = &ws.as_slice::<f32>()?[w_off..w_off + out_f * in_f];
+    let xd = &xs.as_slice::<f32>()?[x_off..x_off + m * in_f];
+    let mut out = vec![0f32; m * out_f];
+    // Feature-major stripes, transposed below.
+    let mut t = vec![0f32; m * out_f];
+    let stripe = 64;
+    t.par_chunks_mut(stripe * m)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            for (j, row) in wd[c * stripe * in_f..]
+                .chunks_exact(in_f)
+                .take(dst.len() / m)
+                .enumerate()
+            {
+                for (i, xr) in xd.chunks_exact(in_f).enumerate() {
+                    dst[j * m + i] = dot_f32(row, xr);
+                }
+            }
+        });
+    for r in 0..out_f {
+        for i in 0..m {
+            out[i * out_f + r] = t[r * m + i];
+        }
+    }
+    drop((wg, xg));
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank >= 1") = out_f;
+    Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
+}
+
+/// f32 dot product: AVX2+FMA when the CPU has it.
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU features were detected at run time.
+        return unsafe { dot_f32_avx2(a, b) };
+    }
+    dot_f32_portable(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    // SAFETY: every load reads 8 floats at i < n - 15 (or n - 7) of both slices.
+    unsafe {
+        while i + 16 <= n {
+            s0 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+                s0,
+            );
+            s1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                _mm256_loadu_ps(b.as_ptr().add(i + 8)),
+                s1,
+            );
+            i += 16;
+        }
+        while i + 8 <= n {
+            s0 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+                s0,
+            );
+            i += 8;
+        }
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(s0, s1)) };
+    lanes.iter().sum::<f32>() + dot_f32_portable(&a[i..n], &b[i..n])
+}
+
+/// f32 dot product with eight independent accumulators (vectorised by LLVM).
+fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
