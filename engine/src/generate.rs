@@ -207,7 +207,13 @@ impl<'a> TextStream<'a> {
     /// Releases what was held back once generation ended without a stop string.
     fn finish(&mut self) -> &str {
         let start = self.text.len();
-        if self.pending.len() > start && self.pending.starts_with(&self.text) {
+        if !self.pending.starts_with(&self.text) {
+            // The decode rewrote text already streamed (not seen with byte-level
+            // BPE): the answer is the final decode; nothing more can be streamed.
+            self.text = std::mem::take(&mut self.pending);
+            return "";
+        }
+        if self.pending.len() > start {
             let rest = self.pending[start..].to_string();
             self.text.push_str(&rest);
         }
