@@ -9,6 +9,8 @@ use crate::{models, tools};
 
 /// Sets up, builds and serves; `args` go to `teacherlm serve`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
+    // `cargo xtask serve -- --port 9000`: the separator is ours, not the server's.
+    let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
     tools::ensure_wasm_target()?;
     tools::ensure_trunk_and_bindgen()?;
     let wasm_opt = tools::ensure_wasm_opt()?;
