@@ -89,6 +89,23 @@ impl QMatrix {
         }))
     }
 
+    /// Stacks matrices of one format and width into one (rows concatenated).
+    pub fn concat(parts: &[&QMatrix]) -> Option<QMatrix> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.format != first.format || p.cols != first.cols)
+        {
+            return None;
+        }
+        Some(QMatrix {
+            format: first.format,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            data: parts.iter().flat_map(|p| p.data.iter().copied()).collect(),
+        })
+    }
+
     /// Output features.
     pub fn rows(&self) -> usize {
         self.rows

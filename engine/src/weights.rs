@@ -192,6 +192,60 @@ impl Linear {
         }
     }
 
+    /// Width of the output.
+    pub fn out_features(&self) -> usize {
+        match &self.weight {
+            LinearWeight::Dense(w) => w.dims()[0],
+            LinearWeight::Quant(q) => q.rows(),
+            LinearWeight::Quantized(q) => match q.as_ref() {
+                QMatMul::QTensor(t) => t.shape().dims()[0],
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims()[0],
+            },
+        }
+    }
+
+    /// One layer computing `parts` side by side (outputs concatenated), when their
+    /// weights can be stacked: one matmul reads the input once and dispatches
+    /// once instead of once per part. `None` when they cannot (mixed formats,
+    /// trainable weights, candle-quantized blocks).
+    pub fn fuse(parts: &[&Linear]) -> Result<Option<Linear>> {
+        let with_bias = parts.iter().filter(|p| p.bias.is_some()).count();
+        if parts.len() < 2 || (with_bias != 0 && with_bias != parts.len()) {
+            return Ok(None);
+        }
+        let weight = if let Some(ws) = parts
+            .iter()
+            .map(|p| match &p.weight {
+                LinearWeight::Dense(w) if !w.is_variable() => Some(w),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+        {
+            LinearWeight::Dense(Tensor::cat(&ws, 0)?)
+        } else if let Some(qs) = parts
+            .iter()
+            .map(|p| match &p.weight {
+                LinearWeight::Quant(q) => Some(q.as_ref()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+        {
+            match QMatrix::concat(&qs) {
+                Some(q) => LinearWeight::Quant(std::sync::Arc::new(q)),
+                None => return Ok(None),
+            }
+        } else {
+            return Ok(None);
+        };
+        let bias = if with_bias == 0 {
+            None
+        } else {
+            let bs: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
+            Some(Tensor::cat(&bs, 0)?)
+        };
+        Ok(Some(Linear { weight, bias }))
+    }
+
     /// `x W^T + b` over the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {

@@ -105,11 +105,49 @@ impl Rotary {
     }
 }
 
+/// Several projections of the same input: one fused matmul when the weights
+/// stack, else one matmul each.
+#[derive(Debug, Clone)]
+enum Projections {
+    Fused { linear: Linear, widths: Vec<usize> },
+    Separate(Vec<Linear>),
+}
+
+impl Projections {
+    fn new(parts: Vec<Linear>) -> Result<Self> {
+        let refs: Vec<&Linear> = parts.iter().collect();
+        Ok(match Linear::fuse(&refs)? {
+            Some(linear) => Self::Fused {
+                widths: parts.iter().map(Linear::out_features).collect(),
+                linear,
+            },
+            None => Self::Separate(parts),
+        })
+    }
+
+    /// Each projection of `x` `[b, t, in]`, in order.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+            Self::Fused { linear, widths } => {
+                let y = linear.forward(x)?;
+                let mut start = 0;
+                widths
+                    .iter()
+                    .map(|&w| {
+                        let part = y.narrow(2, start, w)?;
+                        start += w;
+                        Ok(part)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Projections,
     o: Linear,
     heads: usize,
     kv_heads: usize,
@@ -129,10 +167,13 @@ impl Attention {
             ckpt.linear(&format!("{base}.weight"), b.as_deref(), out, inp)
         };
         let bias = cfg.attention_bias;
+        let qkv = Projections::new(vec![
+            proj("self_attn.q_proj", h * d, cfg.hidden_size, bias)?,
+            proj("self_attn.k_proj", kv * d, cfg.hidden_size, bias)?,
+            proj("self_attn.v_proj", kv * d, cfg.hidden_size, bias)?,
+        ])?;
         Ok(Self {
-            q: proj("self_attn.q_proj", h * d, cfg.hidden_size, bias)?,
-            k: proj("self_attn.k_proj", kv * d, cfg.hidden_size, bias)?,
-            v: proj("self_attn.v_proj", kv * d, cfg.hidden_size, bias)?,
+            qkv,
             o: proj("self_attn.o_proj", cfg.hidden_size, h * d, false)?,
             heads: h,
             kv_heads: kv,
@@ -153,9 +194,10 @@ impl Attention {
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?)
         };
-        let q = rotary.apply(&split(self.q.forward(x)?, self.heads)?, offset)?;
-        let k = rotary.apply(&split(self.k.forward(x)?, self.kv_heads)?, offset)?;
-        let v = split(self.v.forward(x)?, self.kv_heads)?.contiguous()?;
+        let [q, k, v]: [Tensor; 3] = self.qkv.forward(x)?.try_into().expect("three projections");
+        let q = rotary.apply(&split(q, self.heads)?, offset)?;
+        let k = rotary.apply(&split(k, self.kv_heads)?, offset)?;
+        let v = split(v, self.kv_heads)?.contiguous()?;
         let (k, v) = cache.append(layer, &k, &v)?;
         let v = v.contiguous()?;
         let total = k.dim(2)?;
@@ -187,8 +229,7 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate: Linear,
-    up: Linear,
+    gate_up: Projections,
     down: Linear,
 }
 
@@ -197,15 +238,21 @@ impl Mlp {
         let w = |part: &str| format!("{}.weight", naming.layer(i, part));
         let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate: ckpt.linear(&w("mlp.gate_proj"), None, m, h)?,
-            up: ckpt.linear(&w("mlp.up_proj"), None, m, h)?,
+            gate_up: Projections::new(vec![
+                ckpt.linear(&w("mlp.gate_proj"), None, m, h)?,
+                ckpt.linear(&w("mlp.up_proj"), None, m, h)?,
+            ])?,
             down: ckpt.linear(&w("mlp.down_proj"), None, h, m)?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
+        let [g, u]: [Tensor; 2] = self
+            .gate_up
+            .forward(x)?
+            .try_into()
+            .expect("two projections");
+        self.down.forward(&(candle_nn::ops::silu(&g)? * u)?)
     }
 }
 
