@@ -114,39 +114,36 @@ impl Checkpoint {
     /// A linear layer `y = x W^T (+ b)` with `W` of shape `(out, in)`.
     pub fn linear(&self, name: &str, bias: Option<&str>, out: usize, inp: usize) -> Result<Linear> {
         let bias = bias.map(|b| self.dense(b, &[out])).transpose()?;
-        let weight = match self {
-            Self::Gguf {
-                file,
-                mode: WeightMode::Quantized,
-            } => {
-                if !self.contains(name) {
-                    return Err(self.missing(name));
-                }
-                let q = self.gguf_tensor(file, name, &[out, inp])?;
-                LinearWeight::from_qtensor(q)?
-            }
-            _ => LinearWeight::Dense(self.dense(name, &[out, inp])?),
+        let weight = match self.quantized(name, &[out, inp])? {
+            Some(w) => w,
+            None => LinearWeight::Dense(self.dense(name, &[out, inp])?),
         };
         Ok(Linear { weight, bias })
     }
 
     /// An embedding table of shape `(rows, dim)`.
     pub fn embedding(&self, name: &str, rows: usize, dim: usize) -> Result<Embedding> {
-        match self {
-            Self::Gguf {
-                file,
-                mode: WeightMode::Quantized,
-            } => {
-                if !self.contains(name) {
-                    return Err(self.missing(name));
-                }
-                let q = self.gguf_tensor(file, name, &[rows, dim])?;
-                Ok(Embedding(LinearWeight::from_qtensor(q)?))
-            }
-            _ => Ok(Embedding(LinearWeight::Dense(
-                self.dense(name, &[rows, dim])?,
-            ))),
+        Ok(Embedding(match self.quantized(name, &[rows, dim])? {
+            Some(w) => w,
+            None => LinearWeight::Dense(self.dense(name, &[rows, dim])?),
+        }))
+    }
+
+    /// The stored blocks of a 2-D weight when they stay quantized (GGUF in
+    /// quantized mode); `None` when the weight is to be dense.
+    fn quantized(&self, name: &str, dims: &[usize]) -> Result<Option<LinearWeight>> {
+        let Self::Gguf {
+            file,
+            mode: WeightMode::Quantized,
+        } = self
+        else {
+            return Ok(None);
+        };
+        if !self.contains(name) {
+            return Err(self.missing(name));
         }
+        let q = self.gguf_tensor(file, name, dims)?;
+        Ok(Some(LinearWeight::from_qtensor(q)?))
     }
 }
 

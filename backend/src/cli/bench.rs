@@ -4,16 +4,13 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Args;
-use engine::{LoadOptions, Model, WeightMode};
+use engine::Model;
 use serde::Serialize;
 
 use super::Cli;
-use super::generate::Dtype;
-use crate::configuration::Overrides;
-use crate::models;
+use super::generate::{Dtype, load_model};
 
 /// A fixed English text; its tokens, repeated, make the benchmark prompt.
 const TEXT: &str = "A teacher model annotates each sample of a dataset with its fundamentals, \
@@ -60,14 +57,8 @@ struct Report {
 }
 
 pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
-    let settings = cli.settings(Overrides::default())?;
-    let path = models::resolve(&settings.models_dir, &args.model)?;
-    let mode = match args.dtype {
-        Dtype::Quantized => WeightMode::Quantized,
-        Dtype::F32 => WeightMode::F32,
-    };
     let t = Instant::now();
-    let model = Model::load(&path, LoadOptions { mode }).context("cannot load the model")?;
+    let model = load_model(cli, &args.model, args.dtype)?;
     let load_s = t.elapsed().as_secs_f64();
     let mut prompt = Vec::new();
     let text_ids = model.encode_prompt(TEXT)?;

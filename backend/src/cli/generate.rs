@@ -21,6 +21,17 @@ pub enum Dtype {
     F32,
 }
 
+/// Resolves `name` in the configured model directory and loads it.
+pub fn load_model(cli: &Cli, name: &str, dtype: Dtype) -> anyhow::Result<Model> {
+    let settings = cli.settings(Overrides::default())?;
+    let path = models::resolve(&settings.models_dir, name)?;
+    let mode = match dtype {
+        Dtype::Quantized => WeightMode::Quantized,
+        Dtype::F32 => WeightMode::F32,
+    };
+    Model::load(&path, LoadOptions { mode }).with_context(|| format!("cannot load model `{name}`"))
+}
+
 /// Flags of `generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -63,14 +74,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<()> {
-    let settings = cli.settings(Overrides::default())?;
-    let path = models::resolve(&settings.models_dir, &args.model)?;
-    let mode = match args.dtype {
-        Dtype::Quantized => WeightMode::Quantized,
-        Dtype::F32 => WeightMode::F32,
-    };
-    let model = Model::load(&path, LoadOptions { mode })
-        .with_context(|| format!("cannot load model `{}`", args.model))?;
+    let model = load_model(cli, &args.model, args.dtype)?;
     let prompt = if args.raw || !model.is_chat() {
         model.encode_prompt(&args.prompt)?
     } else {
