@@ -27,7 +27,6 @@ fn rows_of(x: &Tensor) -> usize {
 /// is a matrix-vector product bound by reading `W` once, where gemm's packing and
 /// per-call thread set-up cost more than the arithmetic.
 pub fn gemv(w: &Tensor, x: &Tensor) -> Result<Tensor> {
-    use rayon::prelude::*;
     let (out_f, in_f) = w.dims2()?;
     let w = w.contiguous()?;
     let x = x.contiguous()?;
@@ -41,42 +40,24 @@ pub fn gemv(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     let x_off = x.layout().start_offset();
     let wd = &ws.as_slice::<f32>()?[w_off..w_off + out_f * in_f];
     let xd = &xs.as_slice::<f32>()?[x_off..x_off + m * in_f];
-    let mut out = vec![0f32; m * out_f];
-    // Feature-major stripes, transposed below.
-    let mut t = vec![0f32; m * out_f];
-    let stripe = 64;
-    t.par_chunks_mut(stripe * m)
-        .enumerate()
-        .for_each(|(c, dst)| {
-            for (j, row) in wd[c * stripe * in_f..]
-                .chunks_exact(in_f)
-                .take(dst.len() / m)
-                .enumerate()
-            {
-                for (i, xr) in xd.chunks_exact(in_f).enumerate() {
-                    dst[j * m + i] = dot_f32(row, xr);
-                }
-            }
-        });
-    for r in 0..out_f {
-        for i in 0..m {
-            out[i * out_f + r] = t[r * m + i];
-        }
-    }
+    let dot = dot_f32_kernel();
+    let out = crate::threads::par_features(m, out_f, 64, |r, i| {
+        dot(&wd[r * in_f..(r + 1) * in_f], &xd[i * in_f..(i + 1) * in_f])
+    });
     drop((wg, xg));
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank >= 1") = out_f;
     Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
 }
 
-/// f32 dot product: AVX2+FMA when the CPU has it.
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+/// The f32 dot product for this CPU: AVX2+FMA when it has them.
+fn dot_f32_kernel() -> fn(&[f32], &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU features were detected at run time.
-        return unsafe { dot_f32_avx2(a, b) };
+        return |a, b| unsafe { dot_f32_avx2(a, b) };
     }
-    dot_f32_portable(a, b)
+    dot_f32_portable
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -132,4 +113,23 @@ fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemv_matches_candles_matmul() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (130, 77), &dev).unwrap();
+        for m in [1, 3] {
+            let x = Tensor::randn(0f32, 1.0, (1, m, 77), &dev).unwrap();
+            let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+            let got = gemv(&w, &x).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-4, "m={m}: {diff}");
+        }
+    }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::f16;
-use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
 
@@ -162,33 +161,12 @@ impl QMatrix {
         for (row, blocks) in x.chunks_exact(self.cols).zip(xq.chunks_exact_mut(nb)) {
             quantize_row_q8_1(row, blocks);
         }
-        let mut out = vec![0f32; m * self.rows];
-        // Tasks own a stripe of output features for every input row, so a stripe
-        // of weights is read from memory once per call whatever `m` is.
         let stripe = (self.rows / (rayon::current_num_threads() * 8)).clamp(8, 256);
         let kernel = Kernel::detect();
         let format = self.format;
-        let mut cols_major = vec![0f32; m * self.rows];
-        cols_major
-            .par_chunks_mut(stripe * m)
-            .enumerate()
-            .for_each(|(t, dst)| {
-                let r0 = t * stripe;
-                let n = dst.len() / m;
-                for j in 0..n {
-                    let w = self.row(r0 + j);
-                    for (i, xb) in xq.chunks_exact(nb).enumerate() {
-                        dst[j * m + i] = kernel.dot(format, w, xb);
-                    }
-                }
-            });
-        // Stripes are laid out feature-major; transpose to `[m, rows]`.
-        for r in 0..self.rows {
-            for i in 0..m {
-                out[i * self.rows + r] = cols_major[r * m + i];
-            }
-        }
-        out
+        crate::threads::par_features(m, self.rows, stripe, |r, i| {
+            kernel.dot(format, self.row(r), &xq[i * nb..(i + 1) * nb])
+        })
     }
 }
 

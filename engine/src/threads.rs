@@ -31,3 +31,40 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         pool().install(f)
     }
 }
+
+/// `[m, rows]` outputs of a matrix product, `value(r, i)` being output feature `r`
+/// of input row `i`, computed on the calling pool in stripes of `stripe` output
+/// features. A stripe owns its features for every input row, so each weight row
+/// is read from memory once per call whatever `m` is.
+pub fn par_features(
+    m: usize,
+    rows: usize,
+    stripe: usize,
+    value: impl Fn(usize, usize) -> f32 + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let stripe = stripe.max(1);
+    // Feature-major: a task writes one contiguous run.
+    let mut by_feature = vec![0f32; m * rows];
+    by_feature
+        .par_chunks_mut(stripe * m)
+        .enumerate()
+        .for_each(|(t, dst)| {
+            for (j, out) in dst.chunks_exact_mut(m).enumerate() {
+                let r = t * stripe + j;
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = value(r, i);
+                }
+            }
+        });
+    if m == 1 {
+        return by_feature;
+    }
+    let mut out = vec![0f32; m * rows];
+    for r in 0..rows {
+        for i in 0..m {
+            out[i * rows + r] = by_feature[r * m + i];
+        }
+    }
+    out
+}
