@@ -41,8 +41,14 @@ pub fn gemv(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     let wd = &ws.as_slice::<f32>()?[w_off..w_off + out_f * in_f];
     let xd = &xs.as_slice::<f32>()?[x_off..x_off + m * in_f];
     let dot = dot_f32_kernel();
-    let out = crate::threads::par_features(m, out_f, 64, |r, i| {
-        dot(&wd[r * in_f..(r + 1) * in_f], &xd[i * in_f..(i + 1) * in_f])
+    let out = crate::threads::par_features(m, out_f, 64, |features, dst| {
+        let start = features.start;
+        for r in features {
+            let w = &wd[r * in_f..(r + 1) * in_f];
+            for (i, x) in xd.chunks_exact(in_f).enumerate() {
+                dst[(r - start) * m + i] = dot(w, x);
+            }
+        }
     });
     drop((wg, xg));
     let mut dims = x.dims().to_vec();

@@ -3,6 +3,7 @@
 //! workers (on a 2-core machine a third busy thread costs a third of the speed).
 //! Parallel kernels (`quant.rs`, candle's gemm) then split work over the pool.
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -32,15 +33,17 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// `[m, rows]` outputs of a matrix product, `value(r, i)` being output feature `r`
-/// of input row `i`, computed on the calling pool in stripes of `stripe` output
-/// features. A stripe owns its features for every input row, so each weight row
-/// is read from memory once per call whatever `m` is.
+/// `[m, rows]` outputs of a matrix product with `m` input rows and `rows` output
+/// features, computed on the calling pool in stripes of `stripe` features.
+/// `fill(features, dst)` writes the outputs of a range of features for every
+/// input row into `dst`, feature-major (`dst[(r - features.start) * m + i]`). A
+/// stripe owns its features for every input row, so each weight row is read from
+/// memory once per call whatever `m` is.
 pub fn par_features(
     m: usize,
     rows: usize,
     stripe: usize,
-    value: impl Fn(usize, usize) -> f32 + Sync,
+    fill: impl Fn(Range<usize>, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     use rayon::prelude::*;
     let stripe = stripe.max(1);
@@ -50,12 +53,8 @@ pub fn par_features(
         .par_chunks_mut(stripe * m)
         .enumerate()
         .for_each(|(t, dst)| {
-            for (j, out) in dst.chunks_exact_mut(m).enumerate() {
-                let r = t * stripe + j;
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = value(r, i);
-                }
-            }
+            let start = t * stripe;
+            fill(start..start + dst.len() / m, dst)
         });
     if m == 1 {
         return by_feature;

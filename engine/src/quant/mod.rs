@@ -1,0 +1,463 @@
+//! Quantized matrix multiplication on the CPU for Q4_1 and Q8_0 weights, the
+//! engine's own kernels.
+//!
+//! candle's CPU backend runs Q4_1 dot products with its generic scalar loop, and its
+//! quantized matmul parks spinning worker threads that steal the second core from
+//! everything else on a 2-core machine. Numerics follow llama.cpp
+//! (`ggml_vec_dot_q4_1_q8_1`, `ggml_vec_dot_q8_0_q8_0`): activations are quantized
+//! to Q8_1 per 32 values (`quantize_row_q8_1_ref`), and
+//! `dot = sum_blocks(d_w * d_x * sum(q_w * q_x) (+ m_w * s_x for Q4_1))`.
+//!
+//! Weights are repacked at load time into groups of eight rows whose blocks are
+//! interleaved (see [`QFormat::group_bytes`] and `kernels.rs`), so a kernel call
+//! produces eight outputs; work is split over the engine pool by row groups.
+
+mod kernels;
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use half::f16;
+
+use crate::error::{EngineError, Result};
+use kernels::{Kernel, quantize_row_q8_1};
+
+/// Values per block.
+const QK: usize = 32;
+/// Rows per interleaved group.
+const GROUP: usize = 8;
+
+/// Block formats with a kernel here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QFormat {
+    /// f16 scale, f16 minimum, 16 bytes of nibbles: `w = d * q + m`.
+    Q4_1,
+    /// f16 scale, 32 signed bytes: `w = d * q`.
+    Q8_0,
+}
+
+impl QFormat {
+    /// Bytes of one GGUF block of 32 values.
+    const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of one interleaved record: the blocks of eight rows at one block
+    /// column. Q4_1: `d[8]`, `m[8]` (f16), then four 32-byte vectors whose byte
+    /// `4j + k` of vector `c` is nibble byte `4c + k` of row `j`. Q8_0: `d[8]`,
+    /// then eight 32-byte vectors whose byte `4j + k` of vector `c` is weight
+    /// `4c + k` of row `j`.
+    const fn group_bytes(self) -> usize {
+        self.block_bytes() * GROUP
+    }
+
+    /// Where the quantized bytes start in a record.
+    const fn qs_offset(self) -> usize {
+        match self {
+            Self::Q4_1 => 32,
+            Self::Q8_0 => 16,
+        }
+    }
+
+    /// Writes the GGUF block `block` of row `j` into the record `rec`.
+    fn pack(self, block: &[u8], rec: &mut [u8], j: usize) {
+        rec[2 * j..2 * j + 2].copy_from_slice(&block[..2]);
+        let (qs, off) = match self {
+            Self::Q4_1 => {
+                rec[16 + 2 * j..18 + 2 * j].copy_from_slice(&block[2..4]);
+                (&block[4..], 32)
+            }
+            Self::Q8_0 => (&block[2..], 16),
+        };
+        for (c, chunk) in qs.chunks_exact(4).enumerate() {
+            let at = off + 32 * c + 4 * j;
+            rec[at..at + 4].copy_from_slice(chunk);
+        }
+    }
+
+    /// Row `j`'s block of a record: scale, minimum (0 for Q8_0) and the 32
+    /// integer values in activation order.
+    fn unpack(self, rec: &[u8], j: usize) -> (f32, f32, [i32; QK]) {
+        let f = |at: usize| f16::from_le_bytes([rec[at], rec[at + 1]]).to_f32();
+        let byte = |c: usize, k: usize| rec[self.qs_offset() + 32 * c + 4 * j + k];
+        match self {
+            Self::Q4_1 => (
+                f(2 * j),
+                f(16 + 2 * j),
+                std::array::from_fn(|i| {
+                    let (i, high) = (i % 16, i >= 16);
+                    let b = byte(i / 4, i % 4);
+                    i32::from(if high { b >> 4 } else { b & 0x0F })
+                }),
+            ),
+            Self::Q8_0 => (
+                f(2 * j),
+                0.0,
+                std::array::from_fn(|i| i32::from(byte(i / 4, i % 4) as i8)),
+            ),
+        }
+    }
+}
+
+/// A quantized weight matrix `(rows, cols)`, repacked into interleaved groups of
+/// eight rows (the last group padded with zero rows).
+#[derive(Debug)]
+pub struct QMatrix {
+    format: QFormat,
+    rows: usize,
+    cols: usize,
+    /// `ceil(rows / 8)` groups of `cols / 32` records each.
+    data: Vec<u8>,
+}
+
+/// One quantized activation block (Q8_1), scales already widened to f32.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+struct BlockQ81 {
+    qs: [i8; QK],
+    d: f32,
+    s: f32,
+}
+
+impl QMatrix {
+    /// Takes the blocks of a 2-D Q4_1 or Q8_0 tensor (`None` for any other type).
+    pub fn from_qtensor(q: &QTensor) -> Result<Option<Self>> {
+        let format = match q.dtype() {
+            GgmlDType::Q4_1 => QFormat::Q4_1,
+            GgmlDType::Q8_0 => QFormat::Q8_0,
+            _ => return Ok(None),
+        };
+        let (rows, cols) = q.shape().dims2()?;
+        if !cols.is_multiple_of(QK) {
+            return Ok(None);
+        }
+        let data = q.data()?;
+        if data.len() != rows * cols / QK * format.block_bytes() {
+            return Err(EngineError::invalid(
+                "weights",
+                format!(
+                    "{format:?} tensor of {rows}x{cols} has {} bytes",
+                    data.len()
+                ),
+            ));
+        }
+        Ok(Some(Self::pack(format, rows, cols, &data)))
+    }
+
+    /// Repacks GGUF row-major blocks.
+    fn pack(format: QFormat, rows: usize, cols: usize, row_major: &[u8]) -> Self {
+        let nb = cols / QK;
+        let bb = format.block_bytes();
+        let groups = rows.div_ceil(GROUP);
+        let mut data = vec![0u8; groups * nb * format.group_bytes()];
+        for (r, row) in row_major.chunks_exact(nb * bb).enumerate() {
+            let (g, j) = (r / GROUP, r % GROUP);
+            for (b, block) in row.chunks_exact(bb).enumerate() {
+                let at = (g * nb + b) * format.group_bytes();
+                format.pack(block, &mut data[at..at + format.group_bytes()], j);
+            }
+        }
+        Self {
+            format,
+            rows,
+            cols,
+            data,
+        }
+    }
+
+    /// Row `r` as GGUF blocks.
+    fn row_major(&self, r: usize, out: &mut Vec<u8>) {
+        let (g, j) = (r / GROUP, r % GROUP);
+        for rec in self.group(g).chunks_exact(self.format.group_bytes()) {
+            let mut block = [0u8; 34];
+            let block = &mut block[..self.format.block_bytes()];
+            // Unpacking the record's copy back: the inverse of `QFormat::pack`.
+            block[..2].copy_from_slice(&rec[2 * j..2 * j + 2]);
+            let off = self.format.qs_offset();
+            let qs = match self.format {
+                QFormat::Q4_1 => {
+                    block[2..4].copy_from_slice(&rec[16 + 2 * j..18 + 2 * j]);
+                    &mut block[4..]
+                }
+                QFormat::Q8_0 => &mut block[2..],
+            };
+            for (c, chunk) in qs.chunks_exact_mut(4).enumerate() {
+                let at = off + 32 * c + 4 * j;
+                chunk.copy_from_slice(&rec[at..at + 4]);
+            }
+            out.extend_from_slice(block);
+        }
+    }
+
+    /// Stacks matrices of one format and width into one (rows concatenated).
+    pub fn concat(parts: &[&QMatrix]) -> Option<QMatrix> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.format != first.format || p.cols != first.cols)
+        {
+            return None;
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut row_major = Vec::with_capacity(rows * first.cols / QK * first.format.block_bytes());
+        for p in parts {
+            for r in 0..p.rows {
+                p.row_major(r, &mut row_major);
+            }
+        }
+        Some(Self::pack(first.format, rows, first.cols, &row_major))
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of stored blocks (what one product reads from memory).
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The records of row group `g`.
+    fn group(&self, g: usize) -> &[u8] {
+        let n = self.cols / QK * self.format.group_bytes();
+        &self.data[g * n..(g + 1) * n]
+    }
+
+    /// Rows `ids` dequantized to f32 (`w = d * q + m`): an embedding lookup.
+    pub fn dequantize_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(ids.len() * self.cols);
+        for &id in ids {
+            let r = id as usize;
+            if r >= self.rows {
+                return Err(EngineError::invalid(
+                    "ids",
+                    format!("token id {id} is outside the vocabulary of {}", self.rows),
+                ));
+            }
+            let (g, j) = (r / GROUP, r % GROUP);
+            for rec in self.group(g).chunks_exact(self.format.group_bytes()) {
+                let (d, m, q) = self.format.unpack(rec, j);
+                out.extend(q.iter().map(|&q| q as f32 * d + m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `y = x W^T` for `x` of `m` rows of `cols` values; returns `m * rows` values.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let nb = self.cols / QK;
+        let mut xq = vec![
+            BlockQ81 {
+                qs: [0; QK],
+                d: 0.0,
+                s: 0.0
+            };
+            m * nb
+        ];
+        for (row, blocks) in x.chunks_exact(self.cols).zip(xq.chunks_exact_mut(nb)) {
+            quantize_row_q8_1(row, blocks);
+        }
+        // Whole groups per stripe; about eight stripes per thread balance the load.
+        let groups = self.rows.div_ceil(GROUP);
+        let stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
+        let kernel = Kernel::detect();
+        crate::threads::par_features(m, self.rows, stripe, |features, dst| {
+            let start = features.start;
+            for g in features.start / GROUP..features.end.div_ceil(GROUP) {
+                let w = self.group(g);
+                for (i, x) in xq.chunks_exact(nb).enumerate() {
+                    let out = kernel.dot8(self.format, w, x);
+                    for (j, v) in out.into_iter().enumerate() {
+                        let r = g * GROUP + j;
+                        if r < features.end {
+                            dst[(r - start) * m + i] = v;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// `x W^T` for a quantized `W` as a candle op (no gradient: quantized weights
+/// are frozen).
+#[derive(Debug, Clone)]
+pub struct QMatMulOp(pub Arc<QMatrix>);
+
+impl CustomOp1 for QMatMulOp {
+    fn name(&self) -> &'static str {
+        "q-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("q-matmul expects f32 activations");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("q-matmul expects contiguous activations");
+        };
+        let dims = layout.shape().dims();
+        let k = *dims.last().unwrap_or(&0);
+        if k != self.0.cols {
+            candle_core::bail!("q-matmul: input width {k}, weight width {}", self.0.cols);
+        }
+        let m = (end - start) / k.max(1);
+        let out = self.0.matmul(&data[start..end], m);
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dimension") = self.0.rows;
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}
+
+/// Applies a quantized matmul to `x` (`[.., cols]` -> `[.., rows]`).
+pub fn qmatmul_forward(w: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    Ok(x.apply_op1_no_bwd(&QMatMulOp(w.clone()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::{Device, Module};
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        // xorshift: reproducible without a dependency.
+        let mut s = seed.max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 20_000) as f32 / 10_000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_candles_q4_1_matmul() {
+        matches_candle(GgmlDType::Q4_1);
+    }
+
+    #[test]
+    fn matches_candles_q8_0_matmul() {
+        matches_candle(GgmlDType::Q8_0);
+    }
+
+    fn matches_candle(dtype: GgmlDType) {
+        let (rows, cols, m) = (75, 256, 5);
+        let w = Tensor::from_vec(random(rows * cols, 3), (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let ours = Arc::new(QMatrix::from_qtensor(&q).unwrap().unwrap());
+        let rows_back = ours.dequantize_rows(&[0, 7]).unwrap();
+        let deq = q.dequantize(&Device::Cpu).unwrap();
+        let want_rows: Vec<f32> = [0usize, 7]
+            .iter()
+            .flat_map(|&r| deq.get(r).unwrap().to_vec1::<f32>().unwrap())
+            .collect();
+        assert_eq!(rows_back, want_rows, "embedding lookup");
+        let x = Tensor::from_vec(random(m * cols, 9), (m, cols), &Device::Cpu).unwrap();
+        let want = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
+        let got = qmatmul_forward(&ours, &x).unwrap();
+        // candle rounds the activation sum `s` as f16(sum) * f16(d), llama.cpp (and
+        // we) as f16(sum * d): equal up to f16 rounding of each block's offset.
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = (want - &got).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = diff.to_scalar::<f32>().unwrap();
+        assert!(
+            diff < 2e-3 * scale,
+            "max diff {diff} at output scale {scale}"
+        );
+    }
+
+    #[test]
+    fn simd_and_scalar_kernels_agree() {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (rows, cols) = (16, 512);
+            let w = Tensor::from_vec(random(rows * cols, 5), (rows, cols), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let mat = QMatrix::from_qtensor(&q).unwrap().unwrap();
+            let x = random(cols, 11);
+            let zero = BlockQ81 {
+                qs: [0; QK],
+                d: 0.0,
+                s: 0.0,
+            };
+            let mut xq = vec![zero; cols / QK];
+            quantize_row_q8_1(&x, &mut xq);
+            for g in 0..rows / GROUP {
+                let want = Kernel::Scalar.dot8(mat.format, mat.group(g), &xq);
+                let got = Kernel::detect().dot8(mat.format, mat.group(g), &xq);
+                for (a, b) in want.iter().zip(got) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                        "{dtype:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn concat_equals_the_parts_and_round_trips_rows() {
+        let cols = 64;
+        let parts: Vec<(QTensor, QMatrix)> = [5usize, 8, 11]
+            .iter()
+            .enumerate()
+            .map(|(i, &rows)| {
+                let w = Tensor::from_vec(
+                    random(rows * cols, 20 + i as u64),
+                    (rows, cols),
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+                let m = QMatrix::from_qtensor(&q).unwrap().unwrap();
+                (q, m)
+            })
+            .collect();
+        let refs: Vec<&QMatrix> = parts.iter().map(|(_, m)| m).collect();
+        let all = QMatrix::concat(&refs).unwrap();
+        assert_eq!(all.rows(), 24);
+        let x = random(2 * cols, 4);
+        let got = all.matmul(&x, 2);
+        let mut at = 0;
+        for (q, m) in &parts {
+            let mut row_major = Vec::new();
+            for r in 0..m.rows() {
+                m.row_major(r, &mut row_major);
+            }
+            assert_eq!(
+                row_major,
+                q.data().unwrap().as_ref(),
+                "GGUF blocks round-trip"
+            );
+            let want = m.matmul(&x, 2);
+            for i in 0..2 {
+                let g = &got[i * 24 + at..i * 24 + at + m.rows()];
+                assert_eq!(g, &want[i * m.rows()..(i + 1) * m.rows()]);
+            }
+            at += m.rows();
+        }
+    }
+}
