@@ -28,32 +28,41 @@ fn rows_of(x: &Tensor) -> usize {
 /// per-call thread set-up cost more than the arithmetic.
 pub fn gemv(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     let (out_f, in_f) = w.dims2()?;
-    let w = w.contiguous()?;
-    let x = x.contiguous()?;
-    let m = rows_of(&x);
-    let (wg, _) = w.storage_and_layout();
-    let (xg, _) = x.storage_and_layout();
-    let (candle_core::Storage::Cpu(ws), candle_core::Storage::Cpu(xs)) = (&*wg, &*xg) else {
-        return Err(EngineError::invalid("weights", "gemv runs on the CPU only"));
-    };
-    let w_off = w.layout().start_offset();
-    let x_off = x.layout().start_offset();
-    let wd = &ws.as_slice::<f32>()?[w_off..w_off + out_f * in_f];
-    let xd = &xs.as_slice::<f32>()?[x_off..x_off + m * in_f];
-    let dot = dot_f32_kernel();
-    let out = crate::threads::par_features(m, out_f, 64, |features, dst| {
-        let start = features.start;
-        for r in features {
-            let w = &wd[r * in_f..(r + 1) * in_f];
-            for (i, x) in xd.chunks_exact(in_f).enumerate() {
-                dst[(r - start) * m + i] = dot(w, x);
-            }
-        }
-    });
-    drop((wg, xg));
+    if x.dims().last() != Some(&in_f) {
+        return Err(EngineError::invalid(
+            "input",
+            format!("width {:?} does not match the weight's {in_f}", x.dims()),
+        ));
+    }
+    let m = rows_of(x);
+    let out = crate::weights::with_values(w, |wd| {
+        crate::weights::with_values(x, |xd| gemv_rows(wd, out_f, xd, m))
+    })??;
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank >= 1") = out_f;
     Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
+}
+
+/// `x W^T` for `W` `(out_f, in_f)` row-major and `m` rows of `x`: `m * out_f`
+/// values, row-major.
+pub fn gemv_rows(w: &[f32], out_f: usize, x: &[f32], m: usize) -> Vec<f32> {
+    let in_f = w.len() / out_f.max(1);
+    debug_assert_eq!(x.len(), m * in_f);
+    let dot = dot_f32_kernel();
+    crate::threads::par_features(m, out_f, 64, |features, dst| {
+        let start = features.start;
+        for r in features {
+            let w = &w[r * in_f..(r + 1) * in_f];
+            for (i, x) in x.chunks_exact(in_f).enumerate() {
+                dst[(r - start) * m + i] = dot(w, x);
+            }
+        }
+    })
+}
+
+/// `a . b` over the shorter of the two, with the fastest kernel for this CPU.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_kernel()(a, b)
 }
 
 /// The f32 dot product for this CPU: AVX2+FMA when it has them.

@@ -126,11 +126,7 @@ pub fn generate(
         if step + 1 == budget {
             break;
         }
-        let input = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
-        logits = lm
-            .forward_last(&input, &mut cache)?
-            .squeeze(0)?
-            .to_vec1::<f32>()?;
+        logits = lm.decode_step(&[next], &mut [&mut cache])?;
     }
     if finish != FinishReason::Stop && finish != FinishReason::Cancelled {
         let rest = stream.finish();

@@ -1,39 +1,124 @@
 //! The key/value cache of a decoding session, kept outside the model so one loaded
 //! model (behind an `Arc`) serves many sessions at once.
+//!
+//! The cache owns plain buffers, laid out `[b, heads, capacity, d]` per layer, so
+//! a decode step reads and writes them directly (`models/llama/decode.rs`) while
+//! candle's forward pass gets tensors of the cached positions ([`Cache::append`]).
+//! Capacity grows by doubling up to the model's context length.
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::{EngineError, Result};
 
-/// Per-layer keys and values of the tokens seen so far, laid out `[b, heads, t, d]`.
+/// Positions allocated by the first write to a layer.
+const MIN_CAPACITY: usize = 64;
+
+/// One layer's keys and values.
+#[derive(Debug, Clone, Default)]
+struct Layer {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Positions written.
+    len: usize,
+    /// Positions allocated per `(b, head)` row.
+    capacity: usize,
+    batch: usize,
+    heads: usize,
+    dim: usize,
+}
+
+impl Layer {
+    /// Makes room for `extra` more positions of `[batch, heads, _, dim]` values.
+    fn reserve(&mut self, batch: usize, heads: usize, dim: usize, extra: usize) -> Result<()> {
+        if self.len == 0 {
+            (self.batch, self.heads, self.dim) = (batch, heads, dim);
+        } else if (batch, heads, dim) != (self.batch, self.heads, self.dim) {
+            return Err(EngineError::invalid(
+                "cache",
+                format!(
+                    "holds [{}, {}, _, {}] but was given [{batch}, {heads}, _, {dim}]",
+                    self.batch, self.heads, self.dim
+                ),
+            ));
+        }
+        let needed = self.len + extra;
+        if needed <= self.capacity {
+            return Ok(());
+        }
+        let capacity = needed.max(2 * self.capacity).max(MIN_CAPACITY);
+        let rows = batch * heads;
+        for buf in [&mut self.k, &mut self.v] {
+            let mut grown = vec![0f32; rows * capacity * dim];
+            for r in 0..rows {
+                let old = &buf[r * self.capacity * dim..][..self.len * dim];
+                grown[r * capacity * dim..][..self.len * dim].copy_from_slice(old);
+            }
+            *buf = grown;
+        }
+        self.capacity = capacity;
+        Ok(())
+    }
+
+    /// Writes `t` new positions of `k`, `v` given as `[batch, heads, t, dim]`.
+    fn write(&mut self, k: &[f32], v: &[f32], t: usize) {
+        let (d, cap, len) = (self.dim, self.capacity, self.len);
+        for (buf, new) in [(&mut self.k, k), (&mut self.v, v)] {
+            for (r, rows) in new.chunks_exact(t * d).enumerate() {
+                buf[(r * cap + len) * d..][..t * d].copy_from_slice(rows);
+            }
+        }
+        self.len += t;
+    }
+
+    /// Every cached position of `buf` as a `[batch, heads, len, dim]` tensor.
+    fn tensor(&self, buf: &[f32]) -> Result<Tensor> {
+        let (d, cap, len) = (self.dim, self.capacity, self.len);
+        let mut out = Vec::with_capacity(self.batch * self.heads * len * d);
+        for r in 0..self.batch * self.heads {
+            out.extend_from_slice(&buf[r * cap * d..][..len * d]);
+        }
+        Ok(Tensor::from_vec(
+            out,
+            (self.batch, self.heads, len, d),
+            &Device::Cpu,
+        )?)
+    }
+}
+
+/// Per-layer keys and values of the tokens seen so far.
 #[derive(Debug, Clone)]
 pub struct Cache {
-    layers: Vec<candle_nn::kv_cache::KvCache>,
+    layers: Vec<Layer>,
     max_len: usize,
+}
+
+/// One layer of a single-sequence cache, for a decode step: keys and values
+/// `[heads, capacity, dim]`, of which positions `..len` are written.
+pub(crate) struct LayerView<'a> {
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub len: usize,
+    pub capacity: usize,
 }
 
 impl Cache {
     /// An empty cache for `layers` layers holding at most `max_len` positions.
     pub fn new(layers: usize, max_len: usize) -> Self {
         Self {
-            // candle's cache preallocates 512 positions, writes each step in place and
-            // grows by another 512 when full, instead of concatenating every step.
-            layers: (0..layers)
-                .map(|_| candle_nn::kv_cache::KvCache::new(2, 512))
-                .collect(),
+            layers: vec![Layer::default(); layers],
             max_len,
         }
     }
 
     /// Positions already cached.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.current_seq_len())
+        self.layers.first().map_or(0, |l| l.len)
     }
 
     /// Positions already cached for one layer (layers fill one after another
     /// during a forward pass).
     pub fn len_of(&self, layer: usize) -> usize {
-        self.layers[layer].current_seq_len()
+        self.layers[layer].len
     }
 
     /// Whether nothing is cached yet.
@@ -46,26 +131,130 @@ impl Cache {
         self.max_len
     }
 
-    /// Appends this step's keys/values for `layer` and returns all of them.
-    ///
-    /// Fails, rather than silently attending past the trained range, when the
-    /// context length would be exceeded.
-    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let cache = &mut self.layers[layer];
-        let needed = cache.current_seq_len() + k.dim(2)?;
+    /// Sequences cached side by side (0 while empty).
+    pub fn batch(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.batch)
+    }
+
+    /// Fails, rather than silently attending past the trained range, when `extra`
+    /// more positions would exceed the context length.
+    pub(crate) fn check_room(&self, layer: usize, extra: usize) -> Result<()> {
+        let needed = self.layers[layer].len + extra;
         if needed > self.max_len {
             return Err(EngineError::invalid(
                 "prompt",
                 format!("{needed} tokens exceed the context length {}", self.max_len),
             ));
         }
-        Ok(cache.append(k, v)?)
+        Ok(())
+    }
+
+    /// Appends this step's keys/values `[b, heads, t, d]` for `layer` and returns
+    /// all of them. On an empty layer the inputs come back as they are, so a
+    /// forward pass without history keeps its autograd graph.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, h, t, d) = k.dims4()?;
+        if v.dims4()? != (b, h, t, d) {
+            return Err(EngineError::invalid(
+                "cache",
+                format!("keys {:?} and values {:?} differ", k.dims(), v.dims()),
+            ));
+        }
+        self.check_room(layer, t)?;
+        let first = self.layers[layer].len == 0;
+        let l = &mut self.layers[layer];
+        l.reserve(b, h, d, t)?;
+        let kv = k.flatten_all()?.to_vec1::<f32>()?;
+        let vv = v.flatten_all()?.to_vec1::<f32>()?;
+        l.write(&kv, &vv, t);
+        if first {
+            return Ok((k.clone(), v.clone()));
+        }
+        Ok((l.tensor(&l.k)?, l.tensor(&l.v)?))
+    }
+
+    /// Appends one position `k`, `v` (`[heads * d]` each) of a single-sequence
+    /// cache and returns the layer with it.
+    pub(crate) fn push(
+        &mut self,
+        layer: usize,
+        heads: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<LayerView<'_>> {
+        self.check_room(layer, 1)?;
+        let l = &mut self.layers[layer];
+        l.reserve(1, heads, k.len() / heads, 1)?;
+        l.write(k, v, 1);
+        Ok(LayerView {
+            k: &l.k,
+            v: &l.v,
+            len: l.len,
+            capacity: l.capacity,
+        })
     }
 
     /// Forgets every cached position.
     pub fn reset(&mut self) {
         for l in &mut self.layers {
-            l.reset();
+            l.len = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(cache: &mut Cache, t: usize, seed: f32) -> (Tensor, Tensor) {
+        let n = 2 * 3 * t * 4;
+        let k: Vec<f32> = (0..n).map(|i| seed + i as f32).collect();
+        let v: Vec<f32> = (0..n).map(|i| -seed - i as f32).collect();
+        let k = Tensor::from_vec(k, (2, 3, t, 4), &Device::Cpu).unwrap();
+        let v = Tensor::from_vec(v, (2, 3, t, 4), &Device::Cpu).unwrap();
+        cache.append(0, &k, &v).unwrap();
+        (k, v)
+    }
+
+    #[test]
+    fn appends_grow_and_return_every_position_in_order() {
+        let mut cache = Cache::new(1, 1000);
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        // 100 positions force two growths past the first allocation.
+        for (i, t) in [5, 1, 60, 34].into_iter().enumerate() {
+            let (k, v) = steps(&mut cache, t, 1000.0 * i as f32);
+            ks.push(k);
+            vs.push(v);
+        }
+        let l = &cache.layers[0];
+        let (k, v) = (l.tensor(&l.k).unwrap(), l.tensor(&l.v).unwrap());
+        let want_k = Tensor::cat(&ks, 2).unwrap();
+        let want_v = Tensor::cat(&vs, 2).unwrap();
+        assert_eq!(cache.len(), 100);
+        assert_eq!(
+            k.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want_k.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        assert_eq!(
+            v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want_v.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn context_length_and_shape_are_enforced() {
+        let mut cache = Cache::new(1, 6);
+        steps(&mut cache, 5, 0.0);
+        let err = cache
+            .append(
+                0,
+                &Tensor::zeros((2, 3, 2, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
+                &Tensor::zeros((2, 3, 2, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("context length 6"), "{err}");
+        let err = cache.push(0, 3, &[0.0; 12], &[0.0; 12]).err().unwrap();
+        assert!(err.to_string().contains("[2, 3, _, 4]"), "{err}");
     }
 }

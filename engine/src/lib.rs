@@ -24,6 +24,7 @@ pub mod weights;
 pub use chat::ChatMessage;
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, generate};
+pub use kv_cache::Cache;
 pub use model::{Format, LoadOptions, Model};
 pub use sampling::SamplingParams;
 pub use weights::WeightMode;

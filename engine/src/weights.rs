@@ -267,6 +267,48 @@ impl Linear {
     }
 }
 
+/// Runs `f` on the values of an f32 CPU tensor, in row-major order (a strided
+/// tensor is made contiguous first). Reading is all a decode step needs, so the
+/// same weights serve candle's forward pass and the engine's raw kernels.
+pub fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(EngineError::invalid("weights", "must be on the CPU"));
+    };
+    let start = layout.start_offset();
+    let values = &cpu.as_slice::<f32>()?[start..start + layout.shape().elem_count()];
+    Ok(f(values))
+}
+
+impl Linear {
+    /// `x W^T + b` for `m` rows of `x` given as plain values (a decode step):
+    /// `m * out_features` values, row-major. Records no gradient.
+    pub fn forward_rows(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let mut y = match &self.weight {
+            LinearWeight::Dense(w) => {
+                let out = w.dim(0)?;
+                with_values(w, |w| crate::gemv::gemv_rows(w, out, x, m))?
+            }
+            LinearWeight::Quant(q) => q.matmul(x, m),
+            LinearWeight::Quantized(q) => {
+                let x = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
+                q.forward(&x)?.flatten_all()?.to_vec1::<f32>()?
+            }
+        };
+        if let Some(b) = &self.bias {
+            with_values(b, |b| {
+                for row in y.chunks_exact_mut(b.len()) {
+                    for (o, b) in row.iter_mut().zip(b) {
+                        *o += b;
+                    }
+                }
+            })?;
+        }
+        Ok(y)
+    }
+}
+
 /// A token embedding table.
 #[derive(Debug, Clone)]
 pub struct Embedding(LinearWeight);
@@ -293,6 +335,19 @@ impl Embedding {
     }
 }
 
+impl Embedding {
+    /// The rows of `ids` as plain values (`ids.len() * dim`), row-major.
+    pub fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        match &self.0 {
+            LinearWeight::Quant(q) => q.dequantize_rows(ids),
+            _ => {
+                let t = Tensor::new(ids, &Device::Cpu)?;
+                Ok(self.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+        }
+    }
+}
+
 /// Root-mean-square layer norm (Zhang & Sennrich 2019), as `LlamaRMSNorm`.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
@@ -312,5 +367,19 @@ impl RmsNorm {
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+    }
+
+    /// Normalises each row of `x` (plain values, rows of the weight's width) into
+    /// `out`, with candle's arithmetic (`x / sqrt(mean(x^2) + eps) * w`).
+    pub fn forward_rows(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        with_values(&self.weight, |w| {
+            for (x, out) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+                let sum2: f32 = x.iter().map(|v| v * v).sum();
+                let m = (sum2 / w.len() as f32 + self.eps).sqrt();
+                for ((o, x), w) in out.iter_mut().zip(x).zip(w) {
+                    *o = x / m * w;
+                }
+            }
+        })
     }
 }

@@ -39,21 +39,65 @@ fn greedy_matches(name: &str) {
     let r = reference(name);
     let lm = model.lm();
     let mut cache = lm.new_cache();
-    let mut x = Tensor::new(ids(&r["input_ids"]).as_slice(), &Device::Cpu)
+    let x = Tensor::new(ids(&r["input_ids"]).as_slice(), &Device::Cpu)
         .unwrap()
         .unsqueeze(0)
         .unwrap();
+    // Prefill through the tensor path, then the decode steps generation uses.
+    let mut logits = lm
+        .forward_last(&x, &mut cache)
+        .unwrap()
+        .i(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..20 {
-        let logits = lm.forward_last(&x, &mut cache).unwrap().i(0).unwrap();
-        let next = engine::sampling::argmax(&logits.to_vec1::<f32>().unwrap());
+        let next = engine::sampling::argmax(&logits);
         got.push(next);
-        x = Tensor::new(&[next], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
+        logits = lm.decode_step(&[next], &mut [&mut cache]).unwrap();
     }
     assert_eq!(got, ids(&r["greedy_ids"]), "{name}: greedy tokens");
+}
+
+/// Three sequences of different lengths decoded together step the same as each
+/// one alone through the tensor forward pass.
+fn batched_decode_steps_equal_the_tensor_path(name: &str) {
+    let model = load(name);
+    let lm = model.lm();
+    let input = ids(&reference(name)["input_ids"]);
+    let prompts = [&input[..3], &input[..16], &input[5..12]];
+    let prefill = |p: &[u32], cache: &mut engine::Cache| {
+        let x = Tensor::new(p, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        lm.forward_last(&x, cache).unwrap();
+    };
+    let mut batched: Vec<engine::Cache> = prompts.iter().map(|_| lm.new_cache()).collect();
+    let mut alone: Vec<engine::Cache> = prompts.iter().map(|_| lm.new_cache()).collect();
+    for ((p, b), a) in prompts.iter().zip(&mut batched).zip(&mut alone) {
+        prefill(p, b);
+        prefill(p, a);
+    }
+    let vocab = lm.vocab_size();
+    let mut tokens = vec![1u32, 2, 3];
+    for step in 0..5 {
+        let mut caches: Vec<&mut engine::Cache> = batched.iter_mut().collect();
+        let got = lm.decode_step(&tokens, &mut caches).unwrap();
+        assert_eq!(got.len(), 3 * vocab);
+        for (i, cache) in alone.iter_mut().enumerate() {
+            let x = Tensor::new(&[tokens[i]], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let want = lm.forward_last(&x, cache).unwrap().i(0).unwrap();
+            let got = Tensor::new(&got[i * vocab..(i + 1) * vocab], &Device::Cpu).unwrap();
+            let diff = max_abs_diff(&got, &want);
+            assert!(diff < 1e-4, "{name} step {step} sequence {i}: {diff}");
+        }
+        tokens = tokens
+            .iter()
+            .map(|t| (t * 7 + step) % vocab as u32)
+            .collect();
+    }
 }
 
 #[test]
@@ -74,6 +118,16 @@ fn llama_greedy_tokens_match_transformers() {
 #[test]
 fn qwen2_greedy_tokens_match_transformers() {
     greedy_matches("qwen2-tiny");
+}
+
+#[test]
+fn llama_batched_decode_steps_equal_the_tensor_path() {
+    batched_decode_steps_equal_the_tensor_path("llama-tiny");
+}
+
+#[test]
+fn qwen2_batched_decode_steps_equal_the_tensor_path() {
+    batched_decode_steps_equal_the_tensor_path("qwen2-tiny");
 }
 
 #[test]

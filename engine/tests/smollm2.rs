@@ -125,6 +125,64 @@ fn quantized_logits_agree_with_f32() {
     }
 }
 
+/// The decode step (plain buffers, used by generation) against the tensor forward
+/// pass on the real model, several steps into a chat prompt. In f32 the two agree
+/// to rounding. The quantized path rounds activations to 8 bits before every
+/// matrix product, so a last-bit difference upstream (another summation order
+/// in attention) can move a value across a rounding boundary: there the paths
+/// must agree in the chosen token and correlate as two runs of llama.cpp would.
+#[test]
+fn decode_steps_match_the_tensor_path_on_both_paths() {
+    let r = reference("smollm2");
+    let prompt = ids(&r["chat_prompt_ids"]);
+    for (model, quantized) in [(f32_model(), false), (q_model(), true)] {
+        let lm = model.lm();
+        let (mut stepped, mut tensor) = (lm.new_cache(), lm.new_cache());
+        let x = Tensor::new(prompt.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        lm.forward_last(&x, &mut stepped).unwrap();
+        let mut want = lm
+            .forward_last(&x, &mut tensor)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for step in 0..4 {
+            let next = engine::sampling::argmax(&want);
+            let got = lm.decode_step(&[next], &mut [&mut stepped]).unwrap();
+            let x = Tensor::new(&[next], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            want = lm
+                .forward_last(&x, &mut tensor)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            if quantized {
+                let c = correlation(&got, &want);
+                assert!(c > 0.999, "quantized step {step}: correlation {c}");
+                assert_eq!(
+                    engine::sampling::argmax(&got),
+                    engine::sampling::argmax(&want),
+                    "quantized step {step}"
+                );
+            } else {
+                let diff = max_abs_diff(
+                    &Tensor::new(got.as_slice(), &Device::Cpu).unwrap(),
+                    &Tensor::new(want.as_slice(), &Device::Cpu).unwrap(),
+                );
+                assert!(diff < 1e-3, "f32 step {step}: max |logit diff| {diff}");
+            }
+        }
+    }
+}
+
 #[test]
 fn quantized_generation_is_fluent_and_stops() {
     let model = q_model();

@@ -110,13 +110,15 @@ fn one_run(model: &Model, prompt: &[u32], steps: usize) -> anyhow::Result<(f64, 
     let mut cache = lm.new_cache();
     let t = Instant::now();
     let x = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
-    let mut logits = lm.forward_last(&x, &mut cache)?.squeeze(0)?;
+    let mut logits = lm
+        .forward_last(&x, &mut cache)?
+        .squeeze(0)?
+        .to_vec1::<f32>()?;
     let prefill = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for _ in 0..steps {
-        let next = engine::sampling::argmax(&logits.to_vec1::<f32>()?);
-        let x = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
-        logits = lm.forward_last(&x, &mut cache)?.squeeze(0)?;
+        let next = engine::sampling::argmax(&logits);
+        logits = lm.decode_step(&[next], &mut [&mut cache])?;
     }
     Ok((prefill, t.elapsed().as_secs_f64()))
 }

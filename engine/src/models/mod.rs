@@ -3,9 +3,9 @@
 
 pub mod llama;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::kv_cache::Cache;
 
 /// A decoder-only language model.
@@ -16,6 +16,31 @@ pub trait CausalLm: Send + Sync {
 
     /// Logits `[.., vocab]` of hidden states `[.., hidden]` (the LM head).
     fn logits(&self, hidden: &Tensor) -> Result<Tensor>;
+
+    /// One decode step for independent sequences: `tokens[i]` follows the
+    /// positions in `caches[i]` (one sequence each, which this call extends).
+    /// Returns the next-token logits, `tokens.len() * vocab` values row-major.
+    /// Sequences of different lengths step together, so a server can decode
+    /// every running request in one pass over the weights (continuous batching).
+    /// Records no gradient.
+    fn decode_step(&self, tokens: &[u32], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
+        if tokens.len() != caches.len() {
+            return Err(EngineError::invalid(
+                "tokens",
+                format!("{} tokens for {} caches", tokens.len(), caches.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(tokens.len() * self.vocab_size());
+        for (&t, cache) in tokens.iter().zip(caches.iter_mut()) {
+            let x = Tensor::new(&[t], &Device::Cpu)?.unsqueeze(0)?;
+            out.extend(
+                self.forward_last(&x, cache)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        Ok(out)
+    }
 
     /// A fresh, empty cache sized for this model.
     fn new_cache(&self) -> Cache;

@@ -5,6 +5,8 @@
 //! Follows `transformers/models/llama/modeling_llama.py` (and `qwen2/modeling_qwen2.py`
 //! for the biases); the GGUF tensor names follow llama.cpp's `llama-arch.cpp`.
 
+mod decode;
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{LlamaConfig, RopeStyle};
@@ -64,11 +66,14 @@ impl Naming {
     }
 }
 
-/// Precomputed rotary tables `cos`, `sin` of shape `[max_pos, head_dim / 2]`.
+/// Precomputed rotary tables `cos`, `sin` of shape `[max_pos, head_dim / 2]`,
+/// as tensors for the forward pass and as plain values for decode steps.
 #[derive(Debug, Clone)]
 struct Rotary {
     cos: Tensor,
     sin: Tensor,
+    cos_values: Vec<f32>,
+    sin_values: Vec<f32>,
     style: RopeStyle,
 }
 
@@ -85,9 +90,12 @@ impl Rotary {
             .to_dtype(DType::F32)?
             .reshape((n, 1))?;
         let freqs = pos.matmul(&inv_freq)?;
+        let (cos, sin) = (freqs.cos()?, freqs.sin()?);
         Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
+            cos_values: cos.flatten_all()?.to_vec1()?,
+            sin_values: sin.flatten_all()?.to_vec1()?,
+            cos,
+            sin,
             style: cfg.rope_style,
         })
     }
@@ -123,6 +131,31 @@ impl Projections {
             },
             None => Self::Separate(parts),
         })
+    }
+
+    /// Each projection of `m` rows of plain values `x`, in order (`m * width`
+    /// values each).
+    fn forward_rows(&self, x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Separate(parts) => parts.iter().map(|p| p.forward_rows(x, m)).collect(),
+            Self::Fused { linear, widths } => {
+                let y = linear.forward_rows(x, m)?;
+                let total: usize = widths.iter().sum();
+                let mut start = 0;
+                Ok(widths
+                    .iter()
+                    .map(|&w| {
+                        let part = y
+                            .chunks_exact(total)
+                            .flat_map(|row| &row[start..start + w])
+                            .copied()
+                            .collect();
+                        start += w;
+                        part
+                    })
+                    .collect())
+            }
+        }
     }
 
     /// Each projection of `x` `[b, t, in]`, in order.
@@ -377,6 +410,10 @@ impl CausalLm for Llama {
 
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         crate::threads::install(|| self.lm_head.forward(hidden))
+    }
+
+    fn decode_step(&self, tokens: &[u32], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
+        crate::threads::install(|| self.decode_rows(tokens, caches))
     }
 
     fn new_cache(&self) -> Cache {
