@@ -38,6 +38,33 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Measure instead how fast the engine's threads read memory (no model): the
+    /// ceiling of a decode step, which reads every weight once.
+    #[arg(long)]
+    memory_bandwidth: bool,
+}
+
+/// Bytes read by the memory-bandwidth measurement: far beyond any cache.
+const BANDWIDTH_BYTES: usize = 512 << 20;
+
+/// Best of five reads of a large buffer on the engine pool, in GB/s.
+fn memory_read_gb_per_s() -> f64 {
+    use rayon::prelude::*;
+    // Written first, so every page is really mapped.
+    let buf: Vec<u64> = (0..BANDWIDTH_BYTES as u64 / 8).collect();
+    let chunk = buf.len() / 64;
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let sum: u64 = engine::threads::install(|| {
+                buf.par_chunks(chunk)
+                    .map(|c| c.iter().fold(0u64, |a, &v| a.wrapping_add(v)))
+                    .reduce(|| 0, u64::wrapping_add)
+            });
+            std::hint::black_box(sum);
+            BANDWIDTH_BYTES as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
 }
 
 /// What one benchmark configuration measured.
@@ -57,6 +84,15 @@ struct Report {
 }
 
 pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.memory_bandwidth {
+        let gb_s = memory_read_gb_per_s();
+        if args.json {
+            println!("{}", serde_json::json!({ "memory_read_gb_per_s": gb_s }));
+        } else {
+            println!("memory read: {gb_s:.1} GB/s on the engine's threads");
+        }
+        return Ok(());
+    }
     let t = Instant::now();
     let model = load_model(cli, &args.model, args.dtype)?;
     let load_s = t.elapsed().as_secs_f64();
