@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod models;
+pub mod ops;
 pub mod quant;
 pub mod sampling;
 pub mod score;

@@ -4,12 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_nn::VarMap;
+
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::config::{self, LlamaConfig};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::models::CausalLm;
+use crate::models::bloom::{Bloom, BloomConfig};
 use crate::models::llama::{Llama, Naming};
+use crate::models::opt::{Opt, OptConfig};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Checkpoint, WeightMode};
 
@@ -23,11 +27,21 @@ const END_OF_TURN: &[&str] = &[
     "<|endoftext|>",
 ];
 
+/// Hugging Face `model_type`s the engine runs, for error messages.
+fn supported_architectures() -> String {
+    let mut all: Vec<&str> = config::LLAMA_FAMILY.to_vec();
+    all.extend(["bloom", "opt"]);
+    all.join(", ")
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
     /// For GGUF files: keep quantized blocks or dequantize to f32.
     pub mode: WeightMode,
+    /// Load every weight as a trainable f32 `Var` ([`Model::vars`]); the forward
+    /// pass then records gradients. Implies f32 for GGUF files.
+    pub trainable: bool,
 }
 
 /// The on-disk format a model came from.
@@ -47,6 +61,7 @@ pub struct Model {
     tokenizer: Tokenizer,
     chat: Option<ChatTemplate>,
     architecture: String,
+    vars: Option<VarMap>,
 }
 
 impl std::fmt::Debug for Model {
@@ -64,7 +79,7 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
-            Self::load_hf(path)
+            Self::load_hf(path, opts)
         } else if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
@@ -88,40 +103,56 @@ impl Model {
         let cfg = LlamaConfig::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let architecture = cfg.architecture.clone();
-        let ckpt = Checkpoint::Gguf {
-            file,
-            mode: opts.mode,
-        };
+        let ckpt = Checkpoint::gguf(file, opts.mode).trainable(opts.trainable);
         let lm = Llama::load(&cfg, &ckpt, Naming::Gguf)?;
         Self::assemble(path, Format::Gguf, Box::new(lm), tokenizer, architecture)
+            .map(|m| m.with_vars(&ckpt))
     }
 
-    fn load_hf(dir: &Path) -> Result<Self> {
+    fn load_hf(dir: &Path, opts: LoadOptions) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|source| EngineError::Io {
             path: cfg_path.clone(),
             source,
         })?;
         let model_type = config::hf_model_type(&cfg_path, &text)?;
-        if !config::LLAMA_FAMILY.contains(&model_type.as_str()) {
-            return Err(EngineError::UnsupportedArchitecture {
-                path: cfg_path,
-                architecture: model_type,
-                supported: config::LLAMA_FAMILY.join(", "),
-            });
-        }
-        let cfg = LlamaConfig::from_hf_json(&cfg_path, &text)?;
         let files = safetensors_files(dir)?;
-        let ckpt = Checkpoint::safetensors(dir, &files)?;
-        let lm = Llama::load(&cfg, &ckpt, Naming::HuggingFace)?;
+        let ckpt = Checkpoint::safetensors(dir, &files)?.trainable(opts.trainable);
+        let lm: Box<dyn CausalLm> = match model_type.as_str() {
+            t if config::LLAMA_FAMILY.contains(&t) => {
+                let cfg = LlamaConfig::from_hf_json(&cfg_path, &text)?;
+                Box::new(Llama::load(&cfg, &ckpt, Naming::HuggingFace)?)
+            }
+            "bloom" => Box::new(Bloom::load(
+                &BloomConfig::from_hf_json(&cfg_path, &text)?,
+                &ckpt,
+            )?),
+            "opt" => Box::new(Opt::load(
+                &OptConfig::from_hf_json(&cfg_path, &text)?,
+                &ckpt,
+            )?),
+            _ => {
+                return Err(EngineError::UnsupportedArchitecture {
+                    path: cfg_path,
+                    architecture: model_type,
+                    supported: supported_architectures(),
+                });
+            }
+        };
         let tokenizer = Tokenizer::from_hf_dir(dir)?;
-        Self::assemble(
-            dir,
-            Format::HuggingFace,
-            Box::new(lm),
-            tokenizer,
-            model_type,
-        )
+        Self::assemble(dir, Format::HuggingFace, lm, tokenizer, model_type)
+            .map(|m| m.with_vars(&ckpt))
+    }
+
+    fn with_vars(mut self, ckpt: &Checkpoint) -> Self {
+        self.vars = ckpt.vars().cloned();
+        self
+    }
+
+    /// The trainable weights by checkpoint name, when loaded with
+    /// [`LoadOptions::trainable`].
+    pub fn vars(&self) -> Option<&VarMap> {
+        self.vars.as_ref()
     }
 
     fn assemble(
@@ -153,6 +184,7 @@ impl Model {
             tokenizer,
             chat,
             architecture,
+            vars: None,
         })
     }
 

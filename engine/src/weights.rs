@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{D, DType, Device, Module, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{D, DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
@@ -28,8 +28,8 @@ pub enum WeightMode {
     Quantized,
 }
 
-/// The weights of one model, from one of the supported formats.
-pub enum Checkpoint {
+/// Where a checkpoint's tensors are read from.
+pub enum Source {
     /// Hugging Face safetensors, possibly sharded.
     Safetensors {
         /// The model folder, for error messages.
@@ -46,6 +46,13 @@ pub enum Checkpoint {
     },
 }
 
+/// The weights of one model, from one of the supported formats; when trainable,
+/// every tensor is handed out as a [`Var`] and recorded by name.
+pub struct Checkpoint {
+    source: Source,
+    vars: Option<VarMap>,
+}
+
 impl Checkpoint {
     /// Memory-maps safetensors `files` of the model folder `dir`.
     pub fn safetensors(dir: &Path, files: &[PathBuf]) -> Result<Self> {
@@ -53,24 +60,47 @@ impl Checkpoint {
         // model is loaded is undefined behaviour, as with every mmap-based loader.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, DType::F32, &Device::Cpu) }
             .map_err(|e| EngineError::bad_file(dir, format!("cannot read safetensors: {e}")))?;
-        Ok(Self::Safetensors {
-            dir: dir.to_path_buf(),
-            vb,
+        Ok(Self {
+            source: Source::Safetensors {
+                dir: dir.to_path_buf(),
+                vb,
+            },
+            vars: None,
         })
     }
 
+    /// An open GGUF file whose blocks are held as `mode` says.
+    pub fn gguf(file: GgufFile, mode: WeightMode) -> Self {
+        Self {
+            source: Source::Gguf { file, mode },
+            vars: None,
+        }
+    }
+
+    /// When `trainable`, hands out every weight as a trainable f32 [`Var`]
+    /// (quantized blocks are dequantized), recorded in [`Checkpoint::vars`].
+    pub fn trainable(mut self, trainable: bool) -> Self {
+        self.vars = trainable.then(VarMap::new);
+        self
+    }
+
+    /// The trainable weights by checkpoint name, when [`Checkpoint::trainable`].
+    pub fn vars(&self) -> Option<&VarMap> {
+        self.vars.as_ref()
+    }
+
     fn path(&self) -> &Path {
-        match self {
-            Self::Safetensors { dir, .. } => dir,
-            Self::Gguf { file, .. } => file.path(),
+        match &self.source {
+            Source::Safetensors { dir, .. } => dir,
+            Source::Gguf { file, .. } => file.path(),
         }
     }
 
     /// Whether a tensor of this name exists.
     pub fn contains(&self, name: &str) -> bool {
-        match self {
-            Self::Safetensors { vb, .. } => vb.contains_tensor(name),
-            Self::Gguf { file, .. } => file.has_tensor(name),
+        match &self.source {
+            Source::Safetensors { vb, .. } => vb.contains_tensor(name),
+            Source::Gguf { file, .. } => file.has_tensor(name),
         }
     }
 
@@ -100,15 +130,24 @@ impl Checkpoint {
         if !self.contains(name) {
             return Err(self.missing(name));
         }
-        match self {
-            Self::Safetensors { vb, dir } => vb
+        let t = match &self.source {
+            Source::Safetensors { vb, dir } => vb
                 .get(dims, name)
-                .map_err(|e| EngineError::bad_file(dir, format!("tensor `{name}`: {e}"))),
-            Self::Gguf { file, .. } => {
+                .map_err(|e| EngineError::bad_file(dir, format!("tensor `{name}`: {e}")))?,
+            Source::Gguf { file, .. } => {
                 let q = self.gguf_tensor(file, name, dims)?;
-                Ok(q.dequantize(&Device::Cpu)?)
+                q.dequantize(&Device::Cpu)?
             }
-        }
+        };
+        let Some(vars) = &self.vars else {
+            return Ok(t);
+        };
+        let var = Var::from_tensor(&t)?;
+        let mut map = vars.data().lock().map_err(|_| {
+            EngineError::invalid("weights", "the variable map was poisoned by a panic")
+        })?;
+        map.insert(name.to_string(), var.clone());
+        Ok(var.as_tensor().clone())
     }
 
     /// A linear layer `y = x W^T (+ b)` with `W` of shape `(out, in)`.
@@ -132,13 +171,16 @@ impl Checkpoint {
     /// The stored blocks of a 2-D weight when they stay quantized (GGUF in
     /// quantized mode); `None` when the weight is to be dense.
     fn quantized(&self, name: &str, dims: &[usize]) -> Result<Option<LinearWeight>> {
-        let Self::Gguf {
+        let Source::Gguf {
             file,
             mode: WeightMode::Quantized,
-        } = self
+        } = &self.source
         else {
             return Ok(None);
         };
+        if self.vars.is_some() {
+            return Ok(None);
+        }
         if !self.contains(name) {
             return Err(self.missing(name));
         }
@@ -366,7 +408,7 @@ impl RmsNorm {
 
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+        crate::ops::rms_norm(x, &self.weight, self.eps)
     }
 
     /// Normalises each row of `x` (plain values, rows of the weight's width) into
@@ -381,5 +423,29 @@ impl RmsNorm {
                 }
             }
         })
+    }
+}
+
+/// Layer norm with a scale and a shift (Ba et al. 2016), as `torch.nn.LayerNorm`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// Loads `{prefix}.weight` and `{prefix}.bias` of width `dim`.
+    pub fn load(ckpt: &Checkpoint, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: ckpt.dense(&format!("{prefix}.weight"), &[dim])?,
+            bias: ckpt.dense(&format!("{prefix}.bias"), &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }

@@ -100,6 +100,57 @@ fn batched_decode_steps_equal_the_tensor_path(name: &str) {
     }
 }
 
+/// A left-padded batch gives transformers' logits at every real token, and the
+/// padded row's tokens the same logits as the unpadded short sequence.
+fn padded_logits_match(name: &str) {
+    let model = load(name);
+    let lm = model.lm();
+    let r = reference(name);
+    let rows: Vec<Vec<u32>> = serde_json::from_value(r["padded_ids"].clone()).unwrap();
+    let mask: Vec<Vec<u32>> = serde_json::from_value(r["padded_mask"].clone()).unwrap();
+    let ids = Tensor::new(rows.clone(), &Device::Cpu).unwrap();
+    let padding = Tensor::new(mask.clone(), &Device::Cpu).unwrap();
+    let got = lm.forward_padded(&ids, &padding).unwrap();
+    let want = reference_tensor(name, "padded_logits");
+    for (b, row) in mask.iter().enumerate() {
+        let first = row.iter().position(|&m| m == 1).unwrap();
+        let n = row.len() - first;
+        let g = got.i(b).unwrap().narrow(0, first, n).unwrap();
+        let w = want.i(b).unwrap().narrow(0, first, n).unwrap();
+        let diff = max_abs_diff(&g, &w);
+        assert!(diff < 1e-4, "{name} row {b}: max |logit diff| = {diff}");
+        let alone = Tensor::new(&rows[b][first..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let alone = lm
+            .forward(&alone, &mut lm.new_cache())
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let diff = max_abs_diff(&g, &alone);
+        assert!(diff < 1e-4, "{name} row {b}: padded vs alone {diff}");
+    }
+}
+
+#[test]
+fn bloom_logits_match_transformers() {
+    for name in ["bloom-tiny", "bloom-tiny-6h"] {
+        logits_match(name);
+        greedy_matches(name);
+        padded_logits_match(name);
+    }
+}
+
+#[test]
+fn opt_logits_match_transformers() {
+    for name in ["opt-tiny", "opt-tiny-post"] {
+        logits_match(name);
+        greedy_matches(name);
+        padded_logits_match(name);
+    }
+}
+
 #[test]
 fn llama_logits_match_transformers() {
     logits_match("llama-tiny");

@@ -21,6 +21,7 @@ fn f32_model() -> &'static Model {
             default_model(),
             LoadOptions {
                 mode: WeightMode::F32,
+                ..LoadOptions::default()
             },
         )
         .expect("loads in f32")
@@ -34,6 +35,7 @@ fn q_model() -> &'static Model {
             default_model(),
             LoadOptions {
                 mode: WeightMode::Quantized,
+                ..LoadOptions::default()
             },
         )
         .expect("loads quantized")

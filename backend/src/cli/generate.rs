@@ -29,7 +29,14 @@ pub fn load_model(cli: &Cli, name: &str, dtype: Dtype) -> anyhow::Result<Model> 
         Dtype::Quantized => WeightMode::Quantized,
         Dtype::F32 => WeightMode::F32,
     };
-    Model::load(&path, LoadOptions { mode }).with_context(|| format!("cannot load model `{name}`"))
+    Model::load(
+        &path,
+        LoadOptions {
+            mode,
+            ..LoadOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot load model `{name}`"))
 }
 
 /// Flags of `generate`.

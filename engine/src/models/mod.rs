@@ -1,7 +1,10 @@
 //! Model families. Each implements [`CausalLm`]: token ids in, hidden states and
 //! logits out, with the KV cache passed in by the caller.
 
+pub(crate) mod attention;
+pub mod bloom;
 pub mod llama;
+pub mod opt;
 
 use candle_core::{Device, Tensor};
 
@@ -11,8 +14,28 @@ use crate::kv_cache::Cache;
 /// A decoder-only language model.
 pub trait CausalLm: Send + Sync {
     /// Final hidden states `[b, t, hidden]` for `ids` `[b, t]` following the
-    /// positions already in `cache` (which this call extends).
-    fn hidden_states(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor>;
+    /// positions already in `cache` (which this call extends). `padding`
+    /// (`[b, t]`, 1 on tokens, 0 on padding; only with an empty cache) marks a
+    /// left-padded batch: padded keys are masked and positions skip padding, so
+    /// padding changes no token's output.
+    fn hidden_states_masked(
+        &self,
+        ids: &Tensor,
+        padding: Option<&Tensor>,
+        cache: &mut Cache,
+    ) -> Result<Tensor>;
+
+    /// [`CausalLm::hidden_states_masked`] without padding.
+    fn hidden_states(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        self.hidden_states_masked(ids, None, cache)
+    }
+
+    /// Logits `[b, t, vocab]` of a left-padded batch (see
+    /// [`CausalLm::hidden_states_masked`]), without history.
+    fn forward_padded(&self, ids: &Tensor, padding: &Tensor) -> Result<Tensor> {
+        let h = self.hidden_states_masked(ids, Some(padding), &mut self.new_cache())?;
+        self.logits(&h)
+    }
 
     /// Logits `[.., vocab]` of hidden states `[.., hidden]` (the LM head).
     fn logits(&self, hidden: &Tensor) -> Result<Tensor>;

@@ -9,6 +9,7 @@ mod decode;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::attention::{self, padding_rows};
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::Result;
 use crate::kv_cache::Cache;
@@ -105,11 +106,7 @@ impl Rotary {
         let t = x.dim(2)?;
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
-        let x = x.contiguous()?;
-        Ok(match self.style {
-            RopeStyle::Half => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
-        })
+        crate::ops::rope(x, &cos, &sin, self.style)
     }
 }
 
@@ -223,6 +220,9 @@ impl Attention {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
+        // RoPE scores depend on relative positions only, so a left-padded batch
+        // may keep positions `offset..` for every row: masking the padded keys is
+        // enough for padding to change nothing.
         let offset = cache.len_of(layer);
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?)
@@ -243,14 +243,15 @@ impl Attention {
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
         let scores = match mask {
             Some(m) => {
-                // m: [t, total] additive; rows repeat per query head of the group.
+                // m: [b or 1, 1, t, total] additive; rows repeat per query head of
+                // the group.
                 let s = scores.reshape((b, self.kv_heads, group, t, total))?;
-                s.broadcast_add(m)?
+                s.broadcast_add(&m.unsqueeze(2)?)?
                     .reshape((b, self.kv_heads, group * t, total))?
             }
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = crate::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(&v)?; // [b, kv, group * t, d]
         let out = out
             .reshape((b, self.heads, t, self.head_dim))?
@@ -370,10 +371,15 @@ impl Llama {
 }
 
 impl Llama {
-    fn hidden_states_on_pool(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+    fn hidden_states_on_pool(
+        &self,
+        ids: &Tensor,
+        padding: Option<&Tensor>,
+        cache: &mut Cache,
+    ) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
-        let offset = cache.len();
-        let mask = causal_mask(t, offset)?;
+        let rows = padding.map(|p| padding_rows(p, ids)).transpose()?;
+        let mask = attention::mask(t, cache.len(), rows.as_deref())?;
         let mut x = self.embed.forward(ids)?;
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, &self.rotary, cache, i, mask.as_ref())?;
@@ -382,30 +388,14 @@ impl Llama {
     }
 }
 
-/// Additive causal mask `[t, offset + t]`, or `None` for a single new position
-/// (which may attend to everything cached).
-pub(crate) fn causal_mask(t: usize, offset: usize) -> Result<Option<Tensor>> {
-    if t <= 1 {
-        return Ok(None);
-    }
-    let total = offset + t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > offset + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Some(Tensor::from_vec(mask, (t, total), &Device::Cpu)?))
-}
-
 impl CausalLm for Llama {
-    fn hidden_states(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
-        crate::threads::install(|| self.hidden_states_on_pool(ids, cache))
+    fn hidden_states_masked(
+        &self,
+        ids: &Tensor,
+        padding: Option<&Tensor>,
+        cache: &mut Cache,
+    ) -> Result<Tensor> {
+        crate::threads::install(|| self.hidden_states_on_pool(ids, padding, cache))
     }
 
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
