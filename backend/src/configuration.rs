@@ -18,6 +18,11 @@ pub struct Settings {
     pub models_dir: PathBuf,
     /// The built frontend (trunk's `dist/`).
     pub static_dir: PathBuf,
+    /// The SQLite database (`$TEACHERLM_HOME/teacherlm.sqlite`).
+    pub database: PathBuf,
+    /// Benchmark data (MMLU, CREAK, ...): `../shared/data` beside the working
+    /// folder by default.
+    pub data_dir: PathBuf,
 }
 
 /// What a TOML config file may set; every field optional.
@@ -32,6 +37,10 @@ pub struct FileSettings {
     pub models_dir: Option<PathBuf>,
     /// `static_dir = "dist"`.
     pub static_dir: Option<PathBuf>,
+    /// `database = "/srv/teacherlm.sqlite"`.
+    pub database: Option<PathBuf>,
+    /// `data_dir = "/srv/data"`.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Values given on the command line or in the environment (`None`: not given).
@@ -45,6 +54,10 @@ pub struct Overrides {
     pub models_dir: Option<PathBuf>,
     /// `--static-dir` / `TEACHERLM_STATIC_DIR`.
     pub static_dir: Option<PathBuf>,
+    /// `--database` / `TEACHERLM_DATABASE`.
+    pub database: Option<PathBuf>,
+    /// `--data-dir` / `TEACHERLM_DATA`.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Failure to read the configuration.
@@ -116,6 +129,14 @@ pub fn load(config: Option<&Path>, over: Overrides) -> Result<Settings, ConfigEr
             .static_dir
             .or(file.static_dir)
             .unwrap_or_else(|| PathBuf::from("dist")),
+        database: over
+            .database
+            .or(file.database)
+            .unwrap_or_else(|| teacherlm_home().join("teacherlm.sqlite")),
+        data_dir: over
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("../shared/data")),
     })
 }
 

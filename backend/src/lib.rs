@@ -13,4 +13,5 @@ pub mod error;
 pub mod models;
 pub mod routes;
 pub mod startup;
+pub mod store;
 pub mod telemetry;

@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod gemv;
 pub mod generate;
 pub mod gguf;

@@ -1,8 +1,10 @@
 //! The `teacherlm` command line: argument definitions and dispatch.
 
 mod bench;
+mod eval;
 mod generate;
 mod models;
+mod progress;
 mod serve;
 
 use std::path::PathBuf;
@@ -23,6 +25,12 @@ pub struct Cli {
     /// Folder holding model files.
     #[arg(long, global = true, env = "TEACHERLM_MODELS_DIR")]
     models_dir: Option<PathBuf>,
+    /// The SQLite database file.
+    #[arg(long, global = true, env = "TEACHERLM_DATABASE")]
+    database: Option<PathBuf>,
+    /// Folder of benchmark data (mmlu/, teacherlm/, ...).
+    #[arg(long, global = true, env = "TEACHERLM_DATA")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,6 +43,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Measure prefill/decode speed and peak memory of a model.
     Bench(bench::BenchArgs),
+    /// Zero-shot accuracy on MMLU, CREAK, ECQA and StrategyQA, as TeacherLM
+    /// measured it.
+    Eval(eval::EvalArgs),
     /// Inspect the models on this machine.
     Models {
         #[command(subcommand)]
@@ -48,6 +59,8 @@ impl Cli {
             self.config.as_deref(),
             Overrides {
                 models_dir: self.models_dir.clone(),
+                database: self.database.clone(),
+                data_dir: self.data_dir.clone(),
                 ..extra
             },
         )
@@ -62,6 +75,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => serve::run(&cli, args),
         Command::Generate(args) => generate::run(&cli, args),
         Command::Bench(args) => bench::run(&cli, args),
+        Command::Eval(args) => eval::run(&cli, args),
         Command::Models { command } => models::run(&cli, command),
     };
     match result {

@@ -28,7 +28,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         host: args.host.clone(),
         port: args.port,
         static_dir: args.static_dir.clone(),
-        models_dir: None,
+        ..Overrides::default()
     })?;
     actix_web::rt::System::new().block_on(async move {
         let host = settings.host.clone();
