@@ -14,6 +14,7 @@ use crate::models::CausalLm;
 use crate::models::bloom::{Bloom, BloomConfig};
 use crate::models::llama::{Llama, Naming};
 use crate::models::opt::{Opt, OptConfig};
+use crate::quant::QFormat;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Checkpoint, WeightMode};
 
@@ -42,6 +43,9 @@ pub struct LoadOptions {
     /// Load every weight as a trainable f32 `Var` ([`Model::vars`]); the forward
     /// pass then records gradients. Implies f32 for GGUF files.
     pub trainable: bool,
+    /// Quantize float weights to this format as they load (Hugging Face folders,
+    /// or a GGUF loaded as f32), for the engine's quantized kernels.
+    pub quantize: Option<QFormat>,
 }
 
 /// The on-disk format a model came from.
@@ -103,7 +107,9 @@ impl Model {
         let cfg = LlamaConfig::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let architecture = cfg.architecture.clone();
-        let ckpt = Checkpoint::gguf(file, opts.mode).trainable(opts.trainable);
+        let ckpt = Checkpoint::gguf(file, opts.mode)
+            .trainable(opts.trainable)
+            .quantize_to(opts.quantize);
         let lm = Llama::load(&cfg, &ckpt, Naming::Gguf)?;
         Self::assemble(path, Format::Gguf, Box::new(lm), tokenizer, architecture)
             .map(|m| m.with_vars(&ckpt))
@@ -117,7 +123,9 @@ impl Model {
         })?;
         let model_type = config::hf_model_type(&cfg_path, &text)?;
         let files = safetensors_files(dir)?;
-        let ckpt = Checkpoint::safetensors(dir, &files)?.trainable(opts.trainable);
+        let ckpt = Checkpoint::safetensors(dir, &files)?
+            .trainable(opts.trainable)
+            .quantize_to(opts.quantize);
         let lm: Box<dyn CausalLm> = match model_type.as_str() {
             t if config::LLAMA_FAMILY.contains(&t) => {
                 let cfg = LlamaConfig::from_hf_json(&cfg_path, &text)?;
@@ -147,6 +155,11 @@ impl Model {
     fn with_vars(mut self, ckpt: &Checkpoint) -> Self {
         self.vars = ckpt.vars().cloned();
         self
+    }
+
+    /// The network alone, for callers that need no tokenizer.
+    pub fn into_lm(self) -> Box<dyn CausalLm> {
+        self.lm
     }
 
     /// The trainable weights by checkpoint name, when loaded with

@@ -16,7 +16,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::quant::QMatrix;
+use crate::quant::{QFormat, QMatrix};
 
 /// How GGUF blocks are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +44,13 @@ pub enum Source {
         /// Dequantize or keep blocks.
         mode: WeightMode,
     },
+    /// Random N(0, 0.02) weights of whatever shape is asked for: a model of a
+    /// real architecture's shape for speed measurements (speed depends on shape
+    /// only), without downloading it.
+    Random {
+        /// What to call it in messages.
+        label: PathBuf,
+    },
 }
 
 /// The weights of one model, from one of the supported formats; when trainable,
@@ -51,6 +58,7 @@ pub enum Source {
 pub struct Checkpoint {
     source: Source,
     vars: Option<VarMap>,
+    quantize_to: Option<QFormat>,
 }
 
 impl Checkpoint {
@@ -66,6 +74,7 @@ impl Checkpoint {
                 vb,
             },
             vars: None,
+            quantize_to: None,
         })
     }
 
@@ -74,6 +83,18 @@ impl Checkpoint {
         Self {
             source: Source::Gguf { file, mode },
             vars: None,
+            quantize_to: None,
+        }
+    }
+
+    /// Random weights of every asked-for shape (see [`Source::Random`]).
+    pub fn random(label: &str) -> Self {
+        Self {
+            source: Source::Random {
+                label: PathBuf::from(label),
+            },
+            vars: None,
+            quantize_to: None,
         }
     }
 
@@ -81,6 +102,15 @@ impl Checkpoint {
     /// (quantized blocks are dequantized), recorded in [`Checkpoint::vars`].
     pub fn trainable(mut self, trainable: bool) -> Self {
         self.vars = trainable.then(VarMap::new);
+        self
+    }
+
+    /// Quantizes float matrices (linear weights and token embeddings whose width
+    /// is a multiple of 32) to `format` as they load, so any checkpoint runs on
+    /// the engine's quantized kernels. Kept GGUF blocks and trainable weights are
+    /// left as they are.
+    pub fn quantize_to(mut self, format: Option<QFormat>) -> Self {
+        self.quantize_to = format;
         self
     }
 
@@ -93,6 +123,7 @@ impl Checkpoint {
         match &self.source {
             Source::Safetensors { dir, .. } => dir,
             Source::Gguf { file, .. } => file.path(),
+            Source::Random { label } => label,
         }
     }
 
@@ -101,6 +132,7 @@ impl Checkpoint {
         match &self.source {
             Source::Safetensors { vb, .. } => vb.contains_tensor(name),
             Source::Gguf { file, .. } => file.has_tensor(name),
+            Source::Random { .. } => true,
         }
     }
 
@@ -138,6 +170,7 @@ impl Checkpoint {
                 let q = self.gguf_tensor(file, name, dims)?;
                 q.dequantize(&Device::Cpu)?
             }
+            Source::Random { .. } => Tensor::randn(0f32, 0.02, dims, &Device::Cpu)?,
         };
         let Some(vars) = &self.vars else {
             return Ok(t);
@@ -168,24 +201,40 @@ impl Checkpoint {
         }))
     }
 
-    /// The stored blocks of a 2-D weight when they stay quantized (GGUF in
-    /// quantized mode); `None` when the weight is to be dense.
+    /// An embedding table that is never quantized (position tables, read a row
+    /// at a time and small).
+    pub fn dense_embedding(&self, name: &str, rows: usize, dim: usize) -> Result<Embedding> {
+        Ok(Embedding(LinearWeight::Dense(
+            self.dense(name, &[rows, dim])?,
+        )))
+    }
+
+    /// The blocks of a 2-D weight when it is to be quantized: kept from a GGUF
+    /// in quantized mode, or made at load by [`Checkpoint::quantize_to`]; `None`
+    /// when the weight is to be dense.
     fn quantized(&self, name: &str, dims: &[usize]) -> Result<Option<LinearWeight>> {
-        let Source::Gguf {
-            file,
-            mode: WeightMode::Quantized,
-        } = &self.source
-        else {
-            return Ok(None);
-        };
         if self.vars.is_some() {
             return Ok(None);
         }
-        if !self.contains(name) {
-            return Err(self.missing(name));
+        if let Source::Gguf {
+            file,
+            mode: WeightMode::Quantized,
+        } = &self.source
+        {
+            if !self.contains(name) {
+                return Err(self.missing(name));
+            }
+            let q = self.gguf_tensor(file, name, dims)?;
+            return Ok(Some(LinearWeight::from_qtensor(q)?));
         }
-        let q = self.gguf_tensor(file, name, dims)?;
-        Ok(Some(LinearWeight::from_qtensor(q)?))
+        match (self.quantize_to, dims) {
+            (Some(format), [_, cols]) if cols % 32 == 0 => {
+                let t = self.dense(name, dims)?;
+                let q = QTensor::quantize(&t, format.ggml_dtype())?;
+                Ok(Some(LinearWeight::from_qtensor(q)?))
+            }
+            _ => Ok(None),
+        }
     }
 }
 

@@ -283,3 +283,83 @@ fn hf_tokenizer_round_trips() {
     assert_eq!(tok.decode(&ids, true).unwrap(), "user\nthe cat");
     assert!(tok.eos_ids().contains(&2));
 }
+
+/// A fixture's logits, flattened, loaded with `opts`.
+fn logits_with(dir: &std::path::Path, opts: LoadOptions, input: &[u32]) -> Vec<f32> {
+    let model = Model::load(dir, opts).expect("loads");
+    let lm = model.lm();
+    let x = Tensor::new(input, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    lm.forward(&x, &mut lm.new_cache())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn half_precision_checkpoints_compute_in_f32() {
+    let name = "opt-tiny";
+    let input = ids(&reference(name)["input_ids"]);
+    let want = reference_tensor(name, "logits")
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let src = fixture(name);
+    for (dtype, min_corr) in [
+        (candle_core::DType::F16, 0.9999),
+        (candle_core::DType::BF16, 0.999),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap().path();
+            let to = dir.path().join(f.file_name().unwrap());
+            if f.extension().is_some_and(|e| e == "safetensors")
+                && !f.ends_with("reference.safetensors")
+            {
+                let tensors = candle_core::safetensors::load(&f, &Device::Cpu).unwrap();
+                let half: std::collections::HashMap<String, Tensor> = tensors
+                    .into_iter()
+                    .map(|(k, v)| (k, v.to_dtype(dtype).unwrap()))
+                    .collect();
+                candle_core::safetensors::save(&half, &to).unwrap();
+            } else {
+                std::fs::copy(&f, &to).unwrap();
+            }
+        }
+        let got = logits_with(dir.path(), LoadOptions::default(), &input);
+        let c = common::correlation(&got, &want);
+        assert!(c >= min_corr, "{dtype:?}: correlation {c}");
+    }
+}
+
+#[test]
+fn float_checkpoints_quantize_at_load() {
+    for name in ["llama-tiny", "bloom-tiny", "opt-tiny"] {
+        let input = ids(&reference(name)["input_ids"]);
+        let want = reference_tensor(name, "logits")
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // Tiny random matrices have no redundancy to absorb 4-bit rounding, so
+        // Q4_1 drifts further here than on a trained model; the kernels
+        // themselves are checked exactly in `quant::tests`.
+        for (format, min_corr) in [
+            (engine::quant::QFormat::Q8_0, 0.998),
+            (engine::quant::QFormat::Q4_1, 0.85),
+        ] {
+            let opts = LoadOptions {
+                quantize: Some(format),
+                ..LoadOptions::default()
+            };
+            let got = logits_with(&fixture(name), opts, &input);
+            let c = common::correlation(&got, &want);
+            assert!(c >= min_corr, "{name} {format:?}: correlation {c}");
+        }
+    }
+}

@@ -40,6 +40,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         prompt = v["prompt_ids"].to_string();
         rows.push((format!("teacherlm {dtype}"), v));
     }
+    // The paper's families at real shapes with random weights (no download):
+    // fewer tokens, since the 560M model decodes slowly.
+    for (shape, dtype) in [
+        ("opt-125m", "f32"),
+        ("opt-125m", "q8_0"),
+        ("bloom-560m", "f32"),
+        ("bloom-560m", "q8_0"),
+    ] {
+        let out = output(Command::new(&bin).args([
+            "bench",
+            "--shape",
+            shape,
+            "--dtype",
+            dtype,
+            "--runs",
+            "3",
+            "--gen-tokens",
+            "32",
+            "--json",
+        ]))?;
+        let v: Value = serde_json::from_str(out.trim()).context("teacherlm bench output")?;
+        rows.push((format!("{shape} shape {dtype}"), v));
+    }
     let bandwidth: Value = serde_json::from_str(
         output(Command::new(&bin).args(["bench", "--memory-bandwidth", "--json"]))?.trim(),
     )

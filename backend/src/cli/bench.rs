@@ -5,8 +5,12 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use clap::Args;
-use engine::Model;
+use clap::{Args, ValueEnum};
+use engine::models::CausalLm;
+use engine::models::bloom::{Bloom, BloomConfig};
+use engine::models::opt::{Activation, Opt, OptConfig};
+use engine::quant::QFormat;
+use engine::weights::Checkpoint;
 use serde::Serialize;
 
 use super::Cli;
@@ -42,6 +46,70 @@ pub struct BenchArgs {
     /// ceiling of a decode step, which reads every weight once.
     #[arg(long)]
     memory_bandwidth: bool,
+    /// Instead of `--model`, a model of this real architecture's shape with
+    /// random weights (speed depends on shape only; nothing is downloaded).
+    #[arg(long, value_enum)]
+    shape: Option<Shape>,
+}
+
+/// Real model shapes `--shape` builds with random weights.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shape {
+    /// bigscience/bloom-560m: 24 layers, width 1024, 16 heads, 250,880 tokens.
+    #[value(name = "bloom-560m")]
+    Bloom560m,
+    /// facebook/opt-125m: 12 layers, width 768, 12 heads, 50,272 tokens.
+    #[value(name = "opt-125m")]
+    Opt125m,
+}
+
+impl Shape {
+    /// The network, with random weights held as `dtype` says.
+    fn build(self, dtype: Dtype) -> anyhow::Result<Box<dyn CausalLm>> {
+        let quantize = match dtype {
+            Dtype::Q8_0 => Some(QFormat::Q8_0),
+            Dtype::Q4_1 => Some(QFormat::Q4_1),
+            Dtype::Quantized | Dtype::F32 => None,
+        };
+        Ok(match self {
+            Self::Bloom560m => {
+                let cfg = BloomConfig {
+                    vocab_size: 250_880,
+                    hidden_size: 1024,
+                    n_layer: 24,
+                    n_head: 16,
+                    layer_norm_epsilon: 1e-5,
+                    apply_residual_connection_post_layernorm: false,
+                    max_context: 2048,
+                };
+                let ckpt = Checkpoint::random("bloom-560m (random)").quantize_to(quantize);
+                Box::new(Bloom::load(&cfg, &ckpt)?)
+            }
+            Self::Opt125m => {
+                let cfg = OptConfig {
+                    vocab_size: 50_272,
+                    hidden_size: 768,
+                    num_hidden_layers: 12,
+                    ffn_dim: 3072,
+                    num_attention_heads: 12,
+                    max_position_embeddings: 2048,
+                    do_layer_norm_before: true,
+                    word_embed_proj_dim: 768,
+                    final_layer_norm: true,
+                    activation: Activation::Relu,
+                };
+                let ckpt = Checkpoint::random("opt-125m (random)").quantize_to(quantize);
+                Box::new(Opt::load(&cfg, &ckpt)?)
+            }
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bloom560m => "bloom-560m shape",
+            Self::Opt125m => "opt-125m shape",
+        }
+    }
 }
 
 /// Bytes read by the memory-bandwidth measurement: far beyond any cache.
@@ -94,10 +162,24 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let t = Instant::now();
-    let model = load_model(cli, &args.model, args.dtype)?;
+    let (lm, name, mut prompt): (Box<dyn CausalLm>, String, Vec<u32>) = match args.shape {
+        Some(shape) => {
+            let lm = shape.build(args.dtype)?;
+            // Any ids do: the weights are random.
+            let vocab = lm.vocab_size() as u64;
+            let ids = (0..args.prompt_tokens as u64)
+                .map(|i| ((i * 7919 + 13) % vocab) as u32)
+                .collect();
+            (lm, shape.name().to_string(), ids)
+        }
+        None => {
+            let model = load_model(cli, &args.model, args.dtype)?;
+            let text_ids = model.encode_prompt(TEXT)?;
+            (model.into_lm(), args.model.clone(), text_ids)
+        }
+    };
     let load_s = t.elapsed().as_secs_f64();
-    let mut prompt = Vec::new();
-    let text_ids = model.encode_prompt(TEXT)?;
+    let text_ids = prompt.clone();
     while prompt.len() < args.prompt_tokens {
         prompt.extend_from_slice(&text_ids);
     }
@@ -106,15 +188,19 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     for run in 0..=args.runs {
-        let (p, d) = one_run(&model, &prompt, args.gen_tokens)?;
+        let (p, d) = one_run(lm.as_ref(), &prompt, args.gen_tokens)?;
         if run > 0 {
             prefill.push(args.prompt_tokens as f64 / p);
             decode.push(args.gen_tokens as f64 / d);
         }
     }
     let report = Report {
-        model: args.model.clone(),
-        dtype: format!("{:?}", args.dtype).to_lowercase(),
+        model: name,
+        dtype: match (args.shape, args.dtype) {
+            // Random weights are floats: "quantized" keeps them as they are.
+            (Some(_), Dtype::Quantized) => "f32".to_string(),
+            (_, dtype) => format!("{dtype:?}").to_lowercase(),
+        },
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         runs: args.runs,
@@ -141,8 +227,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Seconds for the prefill and for `steps` greedy decode steps (EOS ignored, so
 /// every run decodes the same number of tokens).
-fn one_run(model: &Model, prompt: &[u32], steps: usize) -> anyhow::Result<(f64, f64)> {
-    let lm = model.lm();
+fn one_run(lm: &dyn CausalLm, prompt: &[u32], steps: usize) -> anyhow::Result<(f64, f64)> {
     let mut cache = lm.new_cache();
     let t = Instant::now();
     let x = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;

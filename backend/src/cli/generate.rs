@@ -6,33 +6,44 @@ use std::ops::ControlFlow;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use engine::quant::QFormat;
 use engine::{ChatMessage, GenerateParams, LoadOptions, Model, SamplingParams, WeightMode};
 
 use super::Cli;
 use crate::configuration::Overrides;
 use crate::models;
 
-/// How to hold a GGUF model's weights.
+/// How to hold a model's weights.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Dtype {
-    /// Keep the file's quantized blocks (fast, small).
+    /// GGUF: keep the file's quantized blocks (fast, small). Hugging Face
+    /// folders: f32.
     Quantized,
-    /// Dequantize to f32 (reference numerics, as transformers loads a GGUF).
+    /// f32 (reference numerics; GGUF blocks dequantized, as transformers does).
     F32,
+    /// Quantize float weights to Q8_0 as they load (any checkpoint).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// Quantize float weights to Q4_1 as they load (any checkpoint).
+    #[value(name = "q4_1")]
+    Q4_1,
 }
 
 /// Resolves `name` in the configured model directory and loads it.
 pub fn load_model(cli: &Cli, name: &str, dtype: Dtype) -> anyhow::Result<Model> {
     let settings = cli.settings(Overrides::default())?;
     let path = models::resolve(&settings.models_dir, name)?;
-    let mode = match dtype {
-        Dtype::Quantized => WeightMode::Quantized,
-        Dtype::F32 => WeightMode::F32,
+    let (mode, quantize) = match dtype {
+        Dtype::Quantized => (WeightMode::Quantized, None),
+        Dtype::F32 => (WeightMode::F32, None),
+        Dtype::Q8_0 => (WeightMode::F32, Some(QFormat::Q8_0)),
+        Dtype::Q4_1 => (WeightMode::F32, Some(QFormat::Q4_1)),
     };
     Model::load(
         &path,
         LoadOptions {
             mode,
+            quantize,
             ..LoadOptions::default()
         },
     )

@@ -173,7 +173,7 @@ impl Opt {
         };
         let embed_tokens =
             ckpt.embedding(&format!("{p}.embed_tokens.weight"), cfg.vocab_size, proj)?;
-        let embed_positions = ckpt.embedding(
+        let embed_positions = ckpt.dense_embedding(
             &format!("{p}.embed_positions.weight"),
             cfg.max_position_embeddings + POSITION_OFFSET as usize,
             h,

@@ -38,6 +38,14 @@ pub enum QFormat {
 }
 
 impl QFormat {
+    /// The GGUF block type.
+    pub fn ggml_dtype(self) -> GgmlDType {
+        match self {
+            Self::Q4_1 => GgmlDType::Q4_1,
+            Self::Q8_0 => GgmlDType::Q8_0,
+        }
+    }
+
     /// Bytes of one GGUF block of 32 values.
     const fn block_bytes(self) -> usize {
         match self {
