@@ -50,11 +50,10 @@ pub fn gemv_rows(w: &[f32], out_f: usize, x: &[f32], m: usize) -> Vec<f32> {
     debug_assert_eq!(x.len(), m * in_f);
     let dot = dot_f32_kernel();
     crate::threads::par_features(m, out_f, 64, |features, dst| {
-        let start = features.start;
         for r in features {
             let w = &w[r * in_f..(r + 1) * in_f];
             for (i, x) in x.chunks_exact(in_f).enumerate() {
-                dst[(r - start) * m + i] = dot(w, x);
+                dst.set(i, r, dot(w, x));
             }
         }
     })

@@ -33,37 +33,81 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// `[m, rows]` outputs of a matrix product with `m` input rows and `rows` output
-/// features, computed on the calling pool in stripes of `stripe` features.
-/// `fill(features, dst)` writes the outputs of a range of features for every
-/// input row into `dst`, feature-major (`dst[(r - features.start) * m + i]`). A
-/// stripe owns its features for every input row, so each weight row is read from
-/// memory once per call whatever `m` is.
+/// `[m, rows]` outputs (row-major) of a matrix product with `m` input rows and
+/// `rows` output features, computed on the calling pool in stripes of `stripe`
+/// features. `fill(features, out)` computes a range of features for every input
+/// row and writes them with [`Stripe::set`]. A stripe owns its features for every
+/// input row, so each weight row is read from memory once per call whatever `m`
+/// is, and results land in place (no transpose, no second buffer).
 pub fn par_features(
     m: usize,
     rows: usize,
     stripe: usize,
-    fill: impl Fn(Range<usize>, &mut [f32]) + Sync,
+    fill: impl Fn(Range<usize>, &mut Stripe<'_>) + Sync,
 ) -> Vec<f32> {
     use rayon::prelude::*;
     let stripe = stripe.max(1);
-    // Feature-major: a task writes one contiguous run.
-    let mut by_feature = vec![0f32; m * rows];
-    by_feature
-        .par_chunks_mut(stripe * m)
-        .enumerate()
-        .for_each(|(t, dst)| {
-            let start = t * stripe;
-            fill(start..start + dst.len() / m, dst)
-        });
-    if m == 1 {
-        return by_feature;
-    }
     let mut out = vec![0f32; m * rows];
-    for r in 0..rows {
-        for i in 0..m {
-            out[i * rows + r] = by_feature[r * m + i];
-        }
-    }
+    let base = SharedOut(out.as_mut_ptr());
+    (0..rows.div_ceil(stripe)).into_par_iter().for_each(|t| {
+        let features = t * stripe..((t + 1) * stripe).min(rows);
+        let mut s = Stripe {
+            base: &base,
+            m,
+            rows,
+            features: features.clone(),
+        };
+        fill(features, &mut s);
+    });
     out
+}
+
+/// The output buffer of [`par_features`], shared by its tasks, each of which
+/// writes only its own features (so no two tasks touch the same element).
+struct SharedOut(*mut f32);
+
+// SAFETY: the pointer is only written through `Stripe::set`, which keeps each
+// task to its own, disjoint, range of features, while `par_features` holds the
+// buffer alive and unborrowed until every task has finished.
+unsafe impl Sync for SharedOut {}
+
+/// Where one task of [`par_features`] writes: its features, for every row.
+pub struct Stripe<'a> {
+    base: &'a SharedOut,
+    m: usize,
+    rows: usize,
+    features: Range<usize>,
+}
+
+impl Stripe<'_> {
+    /// Sets output feature `r` (inside this stripe's range) of input row `i`.
+    #[inline]
+    pub fn set(&mut self, i: usize, r: usize, value: f32) {
+        assert!(
+            i < self.m && self.features.contains(&r),
+            "row {i} feature {r} outside the stripe"
+        );
+        // SAFETY: in bounds (checked above) of the `m * rows` buffer, and no
+        // other task writes feature `r` (the stripes are disjoint).
+        unsafe { *self.base.0.add(i * self.rows + r) = value };
+    }
+
+    /// Sets features `r..r + values.len()` (inside this stripe's range) of input
+    /// row `i`: one bounds check and one copy for a run of outputs.
+    #[inline]
+    pub fn set_run(&mut self, i: usize, r: usize, values: &[f32]) {
+        let end = r + values.len();
+        assert!(
+            i < self.m && r >= self.features.start && end <= self.features.end,
+            "row {i} features {r}..{end} outside the stripe"
+        );
+        // SAFETY: as in `set`, for each element of the run.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                values.as_ptr(),
+                self.base.0.add(i * self.rows + r),
+                values.len(),
+            )
+        };
+    }
 }

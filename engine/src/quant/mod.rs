@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::f16;
 
 use crate::error::{EngineError, Result};
-use kernels::{Kernel, quantize_row_q8_1};
+use kernels::{Kernel, ROWS, quantize_row_q8_1};
 
 /// Values per block.
 const QK: usize = 32;
@@ -280,17 +280,23 @@ impl QMatrix {
         let stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
         let kernel = Kernel::detect();
         crate::threads::par_features(m, self.rows, stripe, |features, dst| {
-            let start = features.start;
+            let rows: Vec<&[BlockQ81]> = xq.chunks_exact(nb).collect();
             for g in features.start / GROUP..features.end.div_ceil(GROUP) {
                 let w = self.group(g);
-                for (i, x) in xq.chunks_exact(nb).enumerate() {
-                    let out = kernel.dot8(self.format, w, x);
-                    for (j, v) in out.into_iter().enumerate() {
-                        let r = g * GROUP + j;
-                        if r < features.end {
-                            dst[(r - start) * m + i] = v;
-                        }
+                // The last group of the matrix may be padding past `rows`.
+                let r0 = g * GROUP;
+                let n = GROUP.min(features.end - r0);
+                let mut put = |i: usize, out: [f32; GROUP]| dst.set_run(i, r0, &out[..n]);
+                let mut i = 0;
+                while i + ROWS <= m {
+                    let xs = std::array::from_fn(|k| rows[i + k]);
+                    for (k, out) in kernel.dot8x4(self.format, w, xs).into_iter().enumerate() {
+                        put(i + k, out);
                     }
+                    i += ROWS;
+                }
+                for (i, x) in rows.iter().enumerate().skip(i) {
+                    put(i, kernel.dot8(self.format, w, x));
                 }
             }
         })
@@ -416,11 +422,30 @@ mod tests {
             for g in 0..rows / GROUP {
                 let want = Kernel::Scalar.dot8(mat.format, mat.group(g), &xq);
                 let got = Kernel::detect().dot8(mat.format, mat.group(g), &xq);
-                for (a, b) in want.iter().zip(got) {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * a.abs().max(1.0),
-                        "{dtype:?}: {a} vs {b}"
-                    );
+                // Four different activation rows through the 4-row kernel.
+                let xs: Vec<Vec<BlockQ81>> = (0..ROWS)
+                    .map(|k| {
+                        let mut q = vec![zero; cols / QK];
+                        quantize_row_q8_1(&random(cols, 30 + k as u64), &mut q);
+                        q
+                    })
+                    .collect();
+                let four = Kernel::detect().dot8x4(
+                    mat.format,
+                    mat.group(g),
+                    std::array::from_fn(|k| &xs[k][..]),
+                );
+                let mut pairs = vec![(want, got)];
+                for (k, got) in four.into_iter().enumerate() {
+                    pairs.push((Kernel::Scalar.dot8(mat.format, mat.group(g), &xs[k]), got));
+                }
+                for (want, got) in pairs {
+                    for (a, b) in want.iter().zip(got) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                            "{dtype:?}: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }
