@@ -3,9 +3,14 @@
 //! environment variables, then command-line flags (clap reads `TEACHERLM_*`
 //! variables into the same fields as the flags, flags winning).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use shared::teacherlm::Kind;
+
+use crate::infer::local::LocalLimits;
+use crate::infer::remote::RemoteConfig;
 
 /// Resolved settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +28,20 @@ pub struct Settings {
     /// Benchmark data (MMLU, CREAK, ...): `../shared/data` beside the working
     /// folder by default.
     pub data_dir: PathBuf,
+    /// Local models to load at start. Empty: the default model, when it has
+    /// been fetched.
+    pub models: Vec<String>,
+    /// Models on OpenAI-compatible servers.
+    pub remote: Vec<RemoteConfig>,
+    /// The model writing each annotation kind (others: the first model).
+    pub teachers: BTreeMap<Kind, String>,
+    /// Queue and batch sizes of each local model.
+    pub limits: LocalLimits,
+    /// When non-empty, every route except `/health` and the web app needs one of
+    /// these as `Authorization: Bearer <key>`.
+    pub api_keys: Vec<String>,
+    /// Tokens an annotation may take when the request does not say.
+    pub annotate_max_tokens: usize,
 }
 
 /// What a TOML config file may set; every field optional.
@@ -41,6 +60,23 @@ pub struct FileSettings {
     pub database: Option<PathBuf>,
     /// `data_dir = "/srv/data"`.
     pub data_dir: Option<PathBuf>,
+    /// `models = ["smollm2-135m-instruct", "/srv/bloom-560m"]`.
+    pub models: Option<Vec<String>>,
+    /// `[[remote]]` tables: `name`, `base_url`, `model`, `api_key_env`, `chat`,
+    /// `max_concurrency`, `timeout_s`.
+    #[serde(default)]
+    pub remote: Vec<RemoteConfig>,
+    /// `[teachers]` table: `fundamental = "..."`, `cot = "..."`, `mistakes = "..."`.
+    #[serde(default)]
+    pub teachers: BTreeMap<Kind, String>,
+    /// `queue_size = 64`.
+    pub queue_size: Option<usize>,
+    /// `max_batch = 16`.
+    pub max_batch: Option<usize>,
+    /// `api_keys = ["..."]`.
+    pub api_keys: Option<Vec<String>>,
+    /// `annotate_max_tokens = 256`.
+    pub annotate_max_tokens: Option<usize>,
 }
 
 /// Values given on the command line or in the environment (`None`: not given).
@@ -58,6 +94,16 @@ pub struct Overrides {
     pub database: Option<PathBuf>,
     /// `--data-dir` / `TEACHERLM_DATA`.
     pub data_dir: Option<PathBuf>,
+    /// `--model` (repeatable) / `TEACHERLM_MODELS` (comma-separated).
+    pub models: Option<Vec<String>>,
+    /// `--teacher kind=model` (repeatable); merged over the file's.
+    pub teachers: BTreeMap<Kind, String>,
+    /// `--queue-size` / `TEACHERLM_QUEUE_SIZE`.
+    pub queue_size: Option<usize>,
+    /// `--max-batch` / `TEACHERLM_MAX_BATCH`.
+    pub max_batch: Option<usize>,
+    /// `--api-key` (repeatable) / `TEACHERLM_API_KEYS` (comma-separated).
+    pub api_keys: Option<Vec<String>>,
 }
 
 /// Failure to read the configuration.
@@ -115,6 +161,9 @@ pub fn load(config: Option<&Path>, over: Overrides) -> Result<Settings, ConfigEr
         None if Path::new("teacherlm.toml").exists() => read_file(Path::new("teacherlm.toml"))?,
         None => FileSettings::default(),
     };
+    let defaults = LocalLimits::default();
+    let mut teachers = file.teachers;
+    teachers.extend(over.teachers);
     Ok(Settings {
         host: over
             .host
@@ -137,6 +186,27 @@ pub fn load(config: Option<&Path>, over: Overrides) -> Result<Settings, ConfigEr
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("../shared/data")),
+        models: over.models.or(file.models).unwrap_or_default(),
+        remote: file.remote,
+        teachers,
+        limits: LocalLimits {
+            queue_size: over
+                .queue_size
+                .or(file.queue_size)
+                .unwrap_or(defaults.queue_size),
+            max_batch: over
+                .max_batch
+                .or(file.max_batch)
+                .unwrap_or(defaults.max_batch),
+        },
+        api_keys: over
+            .api_keys
+            .or(file.api_keys)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .collect(),
+        annotate_max_tokens: file.annotate_max_tokens.unwrap_or(256),
     })
 }
 
@@ -160,6 +230,35 @@ mod tests {
         assert_eq!(s.port, 9100);
         assert_eq!(s.host, "0.0.0.0");
         assert_eq!(s.static_dir, PathBuf::from("dist"));
+    }
+
+    #[test]
+    fn teachers_remotes_and_limits_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "models = [\"a\", \"b\"]\nqueue_size = 3\n[teachers]\ncot = \"b\"\n\
+             [[remote]]\nname = \"big\"\nbase_url = \"http://gpu:8000/v1\"\n",
+        )
+        .unwrap();
+        let mut over = Overrides {
+            max_batch: Some(5),
+            ..Default::default()
+        };
+        over.teachers.insert(Kind::Mistakes, "a".into());
+        let s = load(Some(&path), over).unwrap();
+        assert_eq!(s.models, vec!["a", "b"]);
+        assert_eq!(s.teachers[&Kind::Cot], "b");
+        assert_eq!(s.teachers[&Kind::Mistakes], "a");
+        assert_eq!((s.limits.queue_size, s.limits.max_batch), (3, 5));
+        assert_eq!(s.remote[0].name, "big");
+        assert!(s.remote[0].chat);
+        std::fs::write(&path, "[teachers]\nwisdom = \"a\"\n").unwrap();
+        let e = load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wisdom"), "{e}");
     }
 
     #[test]

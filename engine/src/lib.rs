@@ -3,8 +3,10 @@
 //! sampling and log-likelihood scoring. No network and no HTTP here: the server
 //! and the CLI (`backend`) own those.
 //!
-//! Entry points: [`Model::load`], [`generate`], [`score::score_continuations`].
+//! Entry points: [`Model::load`], [`generate`], [`Batch`] (continuous batching),
+//! [`score::score_continuations`].
 
+pub mod batch;
 pub mod chat;
 pub mod config;
 pub mod error;
@@ -19,10 +21,12 @@ pub mod ops;
 pub mod quant;
 pub mod sampling;
 pub mod score;
+pub(crate) mod text_stream;
 pub mod threads;
 pub mod tokenizer;
 pub mod weights;
 
+pub use batch::{Batch, Event, SeqId};
 pub use chat::ChatMessage;
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, generate};

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Body of `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always `"ok"` when the server answers at all.
     pub status: String,
@@ -15,6 +16,7 @@ pub struct Health {
 
 /// The error body every `/api` route returns with a 4xx or 5xx status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// A sentence for a person.
     pub error: String,

@@ -1,5 +1,6 @@
 //! The `teacherlm` command line: argument definitions and dispatch.
 
+mod annotate;
 mod bench;
 mod eval;
 mod generate;
@@ -39,6 +40,9 @@ pub struct Cli {
 enum Command {
     /// Serve the web app and the API.
     Serve(serve::ServeArgs),
+    /// Annotate samples with TeacherLM's fundamentals, chain of thought and
+    /// common mistakes.
+    Annotate(annotate::AnnotateArgs),
     /// Generate text with a model, streaming tokens to stdout.
     Generate(generate::GenerateArgs),
     /// Measure prefill/decode speed and peak memory of a model.
@@ -73,6 +77,7 @@ pub fn run() -> ExitCode {
     crate::telemetry::init();
     let result = match &cli.command {
         Command::Serve(args) => serve::run(&cli, args),
+        Command::Annotate(args) => annotate::run(&cli, args),
         Command::Generate(args) => generate::run(&cli, args),
         Command::Bench(args) => bench::run(&cli, args),
         Command::Eval(args) => eval::run(&cli, args),

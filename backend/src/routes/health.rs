@@ -3,13 +3,15 @@
 use actix_web::{HttpResponse, get, web};
 use shared::api::Health;
 
-use crate::configuration::Settings;
 use crate::models;
+use crate::state::AppState;
 
 /// Reports `ok`, the version and the models present in the model directory.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Health)))]
 #[get("/health")]
-pub async fn health(settings: web::Data<Settings>) -> HttpResponse {
-    let dir = settings.models_dir.clone();
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let dir = state.settings.models_dir.clone();
     // Listing touches the disk: keep it off the async workers.
     let names = web::block(move || {
         models::list(&dir)

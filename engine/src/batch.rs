@@ -1,0 +1,243 @@
+//! Continuous batching: many generations decoded together, one pass over the
+//! weights per step for all of them.
+//!
+//! A [`Batch`] holds running sequences, each with its own KV cache, sampler,
+//! stop strings and budget. [`Batch::add`] prefills a new sequence at any time
+//! (between steps), [`Batch::step`] samples one token for every sequence and
+//! runs a single [`crate::models::CausalLm::decode_step`] for those still
+//! going, and [`Batch::cancel`] drops one. This is the scheduling of Orca
+//! (Yu et al., OSDI 2022, "iteration-level scheduling") on a CPU: a request
+//! joins or leaves the batch between steps instead of waiting for the batch to
+//! drain. [`crate::generate`] is a batch of one.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{EngineError, Result};
+use crate::generate::{FinishReason, GenerateParams, Generation};
+use crate::kv_cache::Cache;
+use crate::model::Model;
+use crate::sampling::Sampler;
+use crate::text_stream::TextStream;
+
+/// Identifies a sequence within its [`Batch`].
+pub type SeqId = u64;
+
+/// What a step produced for one sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New final text of a sequence.
+    Text {
+        /// The sequence.
+        id: SeqId,
+        /// The piece, never empty.
+        text: String,
+    },
+    /// A sequence ended and left the batch.
+    Done {
+        /// The sequence.
+        id: SeqId,
+        /// Its whole result.
+        generation: Generation,
+    },
+}
+
+/// One running generation.
+struct Sequence {
+    id: SeqId,
+    cache: Cache,
+    sampler: Sampler,
+    /// Prompt and generated ids (for the repetition penalty).
+    context: Vec<u32>,
+    generated: Vec<u32>,
+    stream: TextStream,
+    budget: usize,
+    prompt_tokens: usize,
+    /// Logits of the next token, from the prefill or the last step.
+    logits: Vec<f32>,
+    prefill: Duration,
+    started: Instant,
+}
+
+/// Running sequences of one model.
+pub struct Batch<'m> {
+    model: &'m Model,
+    seqs: Vec<Sequence>,
+    next_id: SeqId,
+}
+
+impl<'m> Batch<'m> {
+    /// An empty batch over `model`.
+    pub fn new(model: &'m Model) -> Self {
+        Self {
+            model,
+            seqs: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Running sequences.
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Whether no sequence runs.
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// Checks a prompt against the model's context, naming the field at fault,
+    /// without running anything.
+    pub fn check(model: &Model, prompt_ids: &[u32], params: &GenerateParams) -> Result<()> {
+        if prompt_ids.is_empty() {
+            return Err(EngineError::invalid("prompt", "is empty"));
+        }
+        let ctx = model.lm().max_context();
+        if prompt_ids.len() >= ctx {
+            return Err(EngineError::invalid(
+                "prompt",
+                format!(
+                    "{} tokens leave no room in the context of {ctx}",
+                    prompt_ids.len()
+                ),
+            ));
+        }
+        let vocab = model.lm().vocab_size();
+        if let Some(&bad) = prompt_ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(EngineError::invalid(
+                "prompt",
+                format!("token id {bad} is outside the vocabulary of {vocab}"),
+            ));
+        }
+        params.sampling.validate()
+    }
+
+    /// Prefills `prompt_ids` and adds the sequence; its tokens come from the
+    /// following steps.
+    pub fn add(&mut self, prompt_ids: &[u32], params: &GenerateParams) -> Result<SeqId> {
+        Self::check(self.model, prompt_ids, params)?;
+        let lm = self.model.lm();
+        let budget = params
+            .max_new_tokens
+            .min(lm.max_context() - prompt_ids.len());
+        let sampler = Sampler::new(params.sampling.clone())?;
+        let mut cache = lm.new_cache();
+        let t0 = Instant::now();
+        let input = Tensor::new(prompt_ids, &Device::Cpu)?.unsqueeze(0)?;
+        let logits = lm
+            .forward_last(&input, &mut cache)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.seqs.push(Sequence {
+            id,
+            cache,
+            sampler,
+            context: prompt_ids.to_vec(),
+            generated: Vec::new(),
+            stream: TextStream::new(&params.stop),
+            budget,
+            prompt_tokens: prompt_ids.len(),
+            logits,
+            prefill: t0.elapsed(),
+            started: Instant::now(),
+        });
+        Ok(id)
+    }
+
+    /// Removes a sequence; its result so far, finished as
+    /// [`FinishReason::Cancelled`].
+    pub fn cancel(&mut self, id: SeqId) -> Option<Generation> {
+        let i = self.seqs.iter().position(|s| s.id == id)?;
+        let seq = self.seqs.swap_remove(i);
+        Some(seq.finish(FinishReason::Cancelled))
+    }
+
+    /// Samples one token for every sequence, then runs one decode step for
+    /// those that go on. Finished sequences leave the batch with a
+    /// [`Event::Done`], after a last [`Event::Text`] for any text held back.
+    pub fn step(&mut self) -> Result<Vec<Event>> {
+        let tok = self.model.tokenizer();
+        let eos = tok.eos_ids();
+        let mut events = Vec::new();
+        let mut going = Vec::with_capacity(self.seqs.len());
+        for mut seq in std::mem::take(&mut self.seqs) {
+            let finish = if seq.generated.len() >= seq.budget {
+                Some(FinishReason::Length)
+            } else {
+                let next = seq.sampler.sample(&mut seq.logits, &seq.context);
+                if eos.contains(&next) {
+                    Some(FinishReason::Eos)
+                } else {
+                    seq.generated.push(next);
+                    seq.context.push(next);
+                    let text = tok.decode(&seq.generated, true)?;
+                    let (piece, stopped) = seq.stream.push(&text);
+                    if !piece.is_empty() {
+                        events.push(Event::Text {
+                            id: seq.id,
+                            text: piece.to_string(),
+                        });
+                    }
+                    if stopped {
+                        Some(FinishReason::Stop)
+                    } else if seq.generated.len() == seq.budget {
+                        Some(FinishReason::Length)
+                    } else {
+                        None
+                    }
+                }
+            };
+            match finish {
+                Some(reason) => {
+                    if reason != FinishReason::Stop {
+                        let rest = seq.stream.finish();
+                        if !rest.is_empty() {
+                            events.push(Event::Text {
+                                id: seq.id,
+                                text: rest.to_string(),
+                            });
+                        }
+                    }
+                    events.push(Event::Done {
+                        id: seq.id,
+                        generation: seq.finish(reason),
+                    });
+                }
+                None => going.push(seq),
+            }
+        }
+        if !going.is_empty() {
+            let tokens: Vec<u32> = going.iter().map(|s| *s.context.last().unwrap()).collect();
+            let mut caches: Vec<&mut Cache> = going.iter_mut().map(|s| &mut s.cache).collect();
+            let logits = self.model.lm().decode_step(&tokens, &mut caches)?;
+            let vocab = logits.len() / tokens.len();
+            for (seq, row) in going.iter_mut().zip(logits.chunks_exact(vocab)) {
+                seq.logits.clear();
+                seq.logits.extend_from_slice(row);
+            }
+        }
+        self.seqs = going;
+        Ok(events)
+    }
+}
+
+impl Sequence {
+    fn finish(self, finish: FinishReason) -> Generation {
+        Generation {
+            text: self.stream.text,
+            ids: self.generated,
+            prompt_tokens: self.prompt_tokens,
+            finish,
+            prefill: self.prefill,
+            decode: self.started.elapsed(),
+        }
+    }
+}
