@@ -8,6 +8,7 @@ use gloo_net::http::{Request, Response};
 use leptos::web_sys::AbortSignal;
 use serde::de::DeserializeOwned;
 use shared::api::{ApiError, Health};
+use shared::samples::SampleList;
 
 /// How long a request may take before it is abandoned, in seconds.
 pub const REQUEST_TIMEOUT_SECS: u32 = 10;
@@ -30,6 +31,12 @@ pub enum ClientError {
         origin: String,
         /// The limit that was exceeded.
         seconds: u32,
+    },
+    /// The teacher's queue is full; the server suggests a wait.
+    #[error("The teacher is busy with other requests; try again in {retry_after} s.")]
+    Busy {
+        /// Seconds to wait (`Retry-After`).
+        retry_after: u32,
     },
     /// The server answered with a 4xx or 5xx status.
     #[error("The server refused {path} with status {status}: {message}")]
@@ -57,6 +64,14 @@ pub enum ClientError {
 /// `GET /health`: the server's version and the models it found.
 pub async fn health() -> Result<Health, ClientError> {
     get_json("/health").await
+}
+
+/// `GET /api/samples`: a page of real examples of `dataset`.
+pub async fn samples(dataset: &str, offset: usize) -> Result<SampleList, ClientError> {
+    get_json(&format!(
+        "/api/samples?dataset={dataset}&offset={offset}&limit=1"
+    ))
+    .await
 }
 
 /// The origin this page was served from, which is where the server is expected.
@@ -92,7 +107,7 @@ async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, ClientError> {
 }
 
 /// Maps a failure to get any HTTP answer at all.
-fn transport_error(error: gloo_net::Error) -> ClientError {
+pub(crate) fn transport_error(error: gloo_net::Error) -> ClientError {
     match error {
         gloo_net::Error::JsError(js) if is_timeout(&js.name) => ClientError::Timeout {
             origin: server_origin(),
@@ -110,8 +125,16 @@ fn transport_error(error: gloo_net::Error) -> ClientError {
 }
 
 /// Builds the error for a 4xx/5xx answer, preferring the server's `ApiError` sentence.
-async fn status_error(path: &str, response: Response) -> ClientError {
+pub(crate) async fn status_error(path: &str, response: Response) -> ClientError {
     let status = response.status();
+    if status == 429 {
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1);
+        return ClientError::Busy { retry_after };
+    }
     let status_text = response.status_text();
     let message = match response.json::<ApiError>().await {
         Ok(body) => body.error,

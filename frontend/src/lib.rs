@@ -12,6 +12,7 @@ pub mod components;
 pub mod health;
 pub mod pages;
 pub mod sections;
+pub mod stream;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};

@@ -31,7 +31,7 @@ pub const ANNOTATE: Section = Section {
     title: "Annotate",
     summary: "Have the teacher model explain a sample: fundamentals, chain of thought and common mistakes.",
     icon: "M12 20h9M16.5 3.5a2.12 2.12 0 0 1 3 3L7 19l-4 1 1-4z",
-    available: false,
+    available: true,
 };
 
 /// The Jobs section.

@@ -12,14 +12,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // `cargo xtask serve -- --port 9000`: the separator is ours, not the server's.
     let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
     tools::ensure_wasm_target()?;
-    tools::ensure_trunk_and_bindgen()?;
+    let trunk_bin = tools::ensure_trunk_and_bindgen()?;
     let wasm_opt = tools::ensure_wasm_opt()?;
     models::run()?;
     // trunk runs cargo offline (Trunk.toml), so the frontend's crates must be here.
     sh(cargo().args(["fetch", "--target", "wasm32-unknown-unknown"]))?;
     // Offline: trunk must use the tools installed above, never download its own.
-    sh(Command::new("trunk")
-        .env("PATH", tools::path_with(&[wasm_opt]))
+    sh(Command::new(trunk_bin.join("trunk"))
+        .env("PATH", tools::path_with(&[trunk_bin, wasm_opt]))
         .args(["build", "--release", "--offline"]))?;
     sh(cargo().args(["build", "--release", "-p", "backend"]))?;
     let bin = root().join("target/release/teacherlm");

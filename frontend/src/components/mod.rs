@@ -1,5 +1,6 @@
 //! Reusable pieces of the app shell and of pages, one component per file.
 
+mod annotation_panel;
 mod app_header;
 mod icon;
 mod not_available;
@@ -9,6 +10,7 @@ mod server_status_badge;
 mod server_status_card;
 mod side_nav;
 
+pub use annotation_panel::{AnnotationPanel, PanelState};
 pub use app_header::AppHeader;
 pub use icon::{BrandMark, Icon};
 pub use not_available::NotAvailable;
