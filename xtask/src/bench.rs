@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: prefill/decode tokens/s and peak memory of the engine on
 //! the default model, quantized and f32, side by side in one run with llama.cpp
 //! (llama-cpp-python) on the same GGUF and with transformers (the GGUF dequantized
-//! to f32), all on the same prompt tokens and thread count. `--quick` skips the
-//! baselines. Numbers are medians of several runs; this is not a test.
+//! to f32), all on the same prompt tokens and thread count; then the serving
+//! benchmark (`bench_serve`). `--quick` skips the baselines, `--serve` runs only
+//! the serving benchmark. Numbers are medians of several runs; this is not a test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +21,9 @@ const GEN: &str = "128";
 /// Entry point of the `bench` task.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--serve") {
+        return run_serve();
+    }
     let model = crate::models::run()?;
     sh(cargo().args(["build", "--release", "-p", "backend"]))?;
     let bin = root().join("target/release/teacherlm");
@@ -90,7 +94,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     print_table(&rows, bandwidth["memory_read_gb_per_s"].as_f64());
-    Ok(())
+    crate::bench_serve::run(&bin)
+}
+
+/// `cargo xtask bench --serve`: only the serving benchmark.
+pub fn run_serve() -> anyhow::Result<()> {
+    crate::models::run()?;
+    sh(cargo().args(["build", "--release", "-p", "backend"]))?;
+    crate::bench_serve::run(&root().join("target/release/teacherlm"))
 }
 
 /// A virtualenv (reusing the system's torch/transformers when present) with

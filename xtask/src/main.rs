@@ -4,9 +4,11 @@
 //! - `serve`: install the web toolchain, build frontend and backend (release), serve.
 //! - `test`: install what tests need, then fmt, clippy, every test, the wasm32 build.
 //! - `models`: fetch and verify the default model.
-//! - `bench`: speed and memory of the engine against llama.cpp and transformers.
+//! - `bench`: speed and memory of the engine against llama.cpp and transformers,
+//!   and serving throughput with and without concurrent requests.
 
 mod bench;
+mod bench_serve;
 mod models;
 mod serve;
 mod test;
@@ -21,7 +23,8 @@ tasks:
   serve [-- ARGS]   set up and run the server (ARGS go to `teacherlm serve`)
   test              set up and run every check and test (what CI runs)
   models            fetch the default model into $TEACHERLM_HOME/models
-  bench [--quick]   benchmark the engine against llama.cpp and transformers";
+  bench [--quick|--serve]  benchmark the engine against llama.cpp and transformers,
+                    and 8 concurrent annotate requests against 8 sequential ones";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// Tokens decoded after the prompt.
     #[arg(long, default_value_t = 128)]
     gen_tokens: usize,
+    /// Sequences decoded together (each with its own copy of the prompt's
+    /// cache); decode tokens/s counts all of them.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Timed runs (the median is reported), after one warm-up run.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -142,6 +146,7 @@ struct Report {
     dtype: String,
     prompt_tokens: usize,
     gen_tokens: usize,
+    batch: usize,
     runs: usize,
     prefill_tokens_per_s: f64,
     decode_tokens_per_s: f64,
@@ -188,10 +193,10 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     for run in 0..=args.runs {
-        let (p, d) = one_run(lm.as_ref(), &prompt, args.gen_tokens)?;
+        let (p, d) = one_run(lm.as_ref(), &prompt, args.gen_tokens, args.batch.max(1))?;
         if run > 0 {
             prefill.push(args.prompt_tokens as f64 / p);
-            decode.push(args.gen_tokens as f64 / d);
+            decode.push((args.gen_tokens * args.batch.max(1)) as f64 / d);
         }
     }
     let report = Report {
@@ -203,6 +208,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         },
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
+        batch: args.batch.max(1),
         runs: args.runs,
         prefill_tokens_per_s: median(&mut prefill),
         decode_tokens_per_s: median(&mut decode),
@@ -214,9 +220,10 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} ({}): prefill {:.1} tokens/s, decode {:.1} tokens/s, peak RSS {:.0} MiB",
+            "{} ({}, batch {}): prefill {:.1} tokens/s, decode {:.1} tokens/s, peak RSS {:.0} MiB",
             report.model,
             report.dtype,
+            report.batch,
             report.prefill_tokens_per_s,
             report.decode_tokens_per_s,
             report.peak_rss_mib
@@ -225,9 +232,14 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds for the prefill and for `steps` greedy decode steps (EOS ignored, so
-/// every run decodes the same number of tokens).
-fn one_run(lm: &dyn CausalLm, prompt: &[u32], steps: usize) -> anyhow::Result<(f64, f64)> {
+/// Seconds for the prefill and for `steps` greedy decode steps of `batch`
+/// sequences (EOS ignored, so every run decodes the same number of tokens).
+fn one_run(
+    lm: &dyn CausalLm,
+    prompt: &[u32],
+    steps: usize,
+    batch: usize,
+) -> anyhow::Result<(f64, f64)> {
     let mut cache = lm.new_cache();
     let t = Instant::now();
     let x = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
@@ -236,10 +248,20 @@ fn one_run(lm: &dyn CausalLm, prompt: &[u32], steps: usize) -> anyhow::Result<(f
         .squeeze(0)?
         .to_vec1::<f32>()?;
     let prefill = t.elapsed().as_secs_f64();
+    let mut caches = vec![cache; batch];
     let t = Instant::now();
     for _ in 0..steps {
-        let next = engine::sampling::argmax(&logits);
-        logits = lm.decode_step(&[next], &mut [&mut cache])?;
+        let next: Vec<u32> = logits
+            .chunks_exact(lm.vocab_size())
+            .map(engine::sampling::argmax)
+            .collect();
+        let next = if next.len() == batch {
+            next
+        } else {
+            vec![next[0]; batch]
+        };
+        let mut refs: Vec<&mut engine::Cache> = caches.iter_mut().collect();
+        logits = lm.decode_step(&next, &mut refs)?;
     }
     Ok((prefill, t.elapsed().as_secs_f64()))
 }

@@ -1,0 +1,134 @@
+//! The serving half of `cargo xtask bench`: aggregate tokens/s of 8 annotate
+//! requests sent at once against the same 8 sent one after another, to the
+//! release server with the default model. Continuous batching is what makes
+//! the first faster: one pass over the weights per step serves every sequence.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::util::root;
+
+/// Requests per round.
+const REQUESTS: usize = 8;
+/// Tokens per annotation (each request asks for the three kinds).
+const MAX_TOKENS: usize = 64;
+
+/// A spawned server, killed on drop.
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The first CREAK dev claims as annotate requests, seeded so both rounds ask
+/// for the same sampling.
+fn requests(data_dir: &Path) -> anyhow::Result<Vec<Value>> {
+    let path = data_dir.join("creak/dev.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("the serving bench reads {}", path.display()))?;
+    text.lines()
+        .take(REQUESTS)
+        .enumerate()
+        .map(|(i, line)| {
+            let row: Value = serde_json::from_str(line)?;
+            Ok(json!({
+                "question": format!(
+                    "Determine the correctness of the following sentence. {}",
+                    row["sentence"].as_str().unwrap_or_default()
+                ),
+                "options": ["True", "False"],
+                "answer": if row["label"] == "true" { "A" } else { "B" },
+                "max_tokens": MAX_TOKENS,
+                "seed": i,
+            }))
+        })
+        .collect()
+}
+
+/// Sends one request; the tokens it generated over its three annotations.
+fn annotate(port: u16, body: &Value) -> anyhow::Result<u64> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .new_agent();
+    let text = agent
+        .post(&format!("http://127.0.0.1:{port}/api/annotate"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())?
+        .into_body()
+        .read_to_string()?;
+    let v: Value = serde_json::from_str(&text)?;
+    Ok(v["annotations"]
+        .as_array()
+        .context("no annotations in the answer")?
+        .iter()
+        .map(|a| a["completion_tokens"].as_u64().unwrap_or(0))
+        .sum())
+}
+
+/// Tokens and seconds of the 8 requests, one after another or all at once.
+fn round(port: u16, bodies: &[Value], concurrent: bool) -> anyhow::Result<(u64, f64)> {
+    let t = Instant::now();
+    let tokens = if concurrent {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = bodies
+                .iter()
+                .map(|b| s.spawn(move || annotate(port, b)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("request thread"))
+                .sum::<anyhow::Result<u64>>()
+        })?
+    } else {
+        bodies
+            .iter()
+            .map(|b| annotate(port, b))
+            .sum::<anyhow::Result<u64>>()?
+    };
+    Ok((tokens, t.elapsed().as_secs_f64()))
+}
+
+/// Runs both rounds against `bin serve` and prints them with their ratio.
+pub fn run(bin: &Path) -> anyhow::Result<()> {
+    let data = root().join("../shared/data");
+    let bodies = requests(&data)?;
+    let mut child = Command::new(bin)
+        .args(["serve", "--port", "0", "--max-batch", "32", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the server")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
+    let port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no port in {line:?}"))?;
+    let server = Server(child, port);
+    // Warm up: page the weights in and let the allocator settle.
+    annotate(server.1, &bodies[0])?;
+    let (seq_tokens, seq_s) = round(server.1, &bodies, false)?;
+    let (par_tokens, par_s) = round(server.1, &bodies, true)?;
+    let seq_rate = seq_tokens as f64 / seq_s;
+    let par_rate = par_tokens as f64 / par_s;
+    println!("\nannotate, {REQUESTS} requests x 3 kinds x <= {MAX_TOKENS} tokens (default model):");
+    println!("  one after another: {seq_tokens} tokens in {seq_s:.1} s = {seq_rate:.1} tokens/s");
+    println!("  all at once:       {par_tokens} tokens in {par_s:.1} s = {par_rate:.1} tokens/s");
+    println!(
+        "  concurrent vs sequential: {:.2}x (target >= 2.5)",
+        par_rate / seq_rate
+    );
+    Ok(())
+}
