@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::f16;
 
 use crate::error::{EngineError, Result};
-use kernels::{Kernel, ROWS, quantize_row_q8_1};
+use kernels::{Kernel, ROWS};
 
 /// Values per block.
 const QK: usize = 32;
@@ -272,13 +272,22 @@ impl QMatrix {
             };
             m * nb
         ];
-        for (row, blocks) in x.chunks_exact(self.cols).zip(xq.chunks_exact_mut(nb)) {
-            quantize_row_q8_1(row, blocks);
+        let kernel = Kernel::detect();
+        // Many rows (a decode step of many sequences, a prefill) quantize on
+        // every thread; a single row is not worth the hand-off.
+        if m >= 4 {
+            use rayon::prelude::*;
+            xq.par_chunks_exact_mut(nb)
+                .zip(x.par_chunks_exact(self.cols))
+                .for_each(|(blocks, row)| kernel.quantize_row(row, blocks));
+        } else {
+            for (row, blocks) in x.chunks_exact(self.cols).zip(xq.chunks_exact_mut(nb)) {
+                kernel.quantize_row(row, blocks);
+            }
         }
         // Whole groups per stripe; about eight stripes per thread balance the load.
         let groups = self.rows.div_ceil(GROUP);
         let stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
-        let kernel = Kernel::detect();
         crate::threads::par_features(m, self.rows, stripe, |features, dst| {
             let rows: Vec<&[BlockQ81]> = xq.chunks_exact(nb).collect();
             for g in features.start / GROUP..features.end.div_ceil(GROUP) {
@@ -286,7 +295,13 @@ impl QMatrix {
                 // The last group of the matrix may be padding past `rows`.
                 let r0 = g * GROUP;
                 let n = GROUP.min(features.end - r0);
-                let mut put = |i: usize, out: [f32; GROUP]| dst.set_run(i, r0, &out[..n]);
+                let mut put = |i: usize, out: [f32; GROUP]| {
+                    if n == GROUP {
+                        dst.set_array(i, r0, &out);
+                    } else {
+                        dst.set_run(i, r0, &out[..n]);
+                    }
+                };
                 let mut i = 0;
                 while i + ROWS <= m {
                     let xs = std::array::from_fn(|k| rows[i + k]);
@@ -345,6 +360,7 @@ pub fn qmatmul_forward(w: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
+    use super::kernels::quantize_row_q8_1;
     use super::*;
     use candle_core::quantized::QMatMul;
     use candle_core::{Device, Module};
@@ -402,6 +418,40 @@ mod tests {
             diff < 2e-3 * scale,
             "max diff {diff} at output scale {scale}"
         );
+    }
+
+    #[test]
+    fn simd_quantization_is_bit_identical_to_scalar() {
+        // Random rows, and a row of exact halves (ties round away from zero).
+        let mut rows: Vec<Vec<f32>> = (0..6).map(|k| random(256, 70 + k)).collect();
+        // With 127 in a block, d = 1 and every other value is an exact tie.
+        let ties = (0..64).map(|i| {
+            if i % 32 == 0 {
+                127.0
+            } else {
+                (i % 32) as f32 - 16.5
+            }
+        });
+        rows.push(ties.collect());
+        rows.push(vec![0.0; 32]);
+        let zero = BlockQ81 {
+            qs: [0; QK],
+            d: 0.0,
+            s: 0.0,
+        };
+        for x in rows {
+            let mut want = vec![zero; x.len() / QK];
+            let mut got = want.clone();
+            quantize_row_q8_1(&x, &mut want);
+            Kernel::detect().quantize_row(&x, &mut got);
+            for (w, g) in want.iter().zip(&got) {
+                assert_eq!(w.qs, g.qs);
+                assert_eq!(
+                    (w.d.to_bits(), w.s.to_bits()),
+                    (g.d.to_bits(), g.s.to_bits())
+                );
+            }
+        }
     }
 
     #[test]
