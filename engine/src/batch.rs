@@ -9,6 +9,12 @@
 //! (Yu et al., OSDI 2022, "iteration-level scheduling") on a CPU: a request
 //! joins or leaves the batch between steps instead of waiting for the batch to
 //! drain. [`crate::generate`] is a batch of one.
+//!
+//! A batch also remembers the caches of its recent prompts: a new prompt that
+//! starts with a long stretch of one of them (TeacherLM's three kinds differ
+//! only in their last few tokens; sampled paths of one question share all of
+//! it) copies that cache and prefills only the rest, as vLLM's automatic prefix
+//! caching does.
 
 use std::time::{Duration, Instant};
 
@@ -60,11 +66,21 @@ struct Sequence {
     started: Instant,
 }
 
+/// Shortest shared prefix worth reusing, in tokens.
+const MIN_SHARED_PREFIX: usize = 16;
+/// Memory a batch may spend on caches kept for reuse (64 MiB: a few dozen
+/// prompts of a small model, a few of a 7B one).
+const PREFIX_STORE_BYTES: usize = 64 << 20;
+
 /// Running sequences of one model.
 pub struct Batch<'m> {
     model: &'m Model,
     seqs: Vec<Sequence>,
     next_id: SeqId,
+    /// Recent prompts and their caches right after prefill, oldest first.
+    prefixes: Vec<(Vec<u32>, Cache)>,
+    /// Prompt tokens whose prefill was skipped by reusing a prefix.
+    reused_tokens: usize,
 }
 
 impl<'m> Batch<'m> {
@@ -74,6 +90,50 @@ impl<'m> Batch<'m> {
             model,
             seqs: Vec::new(),
             next_id: 0,
+            prefixes: Vec::new(),
+            reused_tokens: 0,
+        }
+    }
+
+    /// Prompt tokens so far whose prefill was skipped by reusing the cache of
+    /// an earlier prompt with the same beginning.
+    pub fn reused_prefix_tokens(&self) -> usize {
+        self.reused_tokens
+    }
+
+    /// A cache holding the longest stored prefix of `prompt` (at least
+    /// [`MIN_SHARED_PREFIX`] tokens, and never the whole prompt: its last token
+    /// must run to give logits), or an empty cache.
+    fn cache_for(&mut self, prompt: &[u32]) -> Cache {
+        let best = self
+            .prefixes
+            .iter()
+            .map(|(p, c)| {
+                let shared = p.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+                (shared.min(prompt.len() - 1), c)
+            })
+            .max_by_key(|(shared, _)| *shared);
+        match best {
+            Some((shared, cache)) if shared >= MIN_SHARED_PREFIX => {
+                let mut cache = cache.clone();
+                cache.truncate(shared);
+                self.reused_tokens += shared;
+                cache
+            }
+            _ => self.model.lm().new_cache(),
+        }
+    }
+
+    /// Remembers `prompt`'s cache, evicting the oldest beyond the memory budget.
+    fn remember(&mut self, prompt: &[u32], cache: &Cache) {
+        if prompt.len() < MIN_SHARED_PREFIX || cache.bytes() > PREFIX_STORE_BYTES / 2 {
+            return;
+        }
+        self.prefixes.retain(|(p, _)| p != prompt);
+        self.prefixes.push((prompt.to_vec(), cache.clone()));
+        let mut total: usize = self.prefixes.iter().map(|(_, c)| c.bytes()).sum();
+        while total > PREFIX_STORE_BYTES {
+            total -= self.prefixes.remove(0).1.bytes();
         }
     }
 
@@ -127,13 +187,15 @@ impl<'m> Batch<'m> {
             .max_new_tokens
             .min(lm.max_context() - prompt_ids.len());
         let sampler = Sampler::new(params.sampling.clone())?;
-        let mut cache = lm.new_cache();
         let t0 = Instant::now();
-        let input = Tensor::new(prompt_ids, &Device::Cpu)?.unsqueeze(0)?;
+        let mut cache = self.cache_for(prompt_ids);
+        let rest = &prompt_ids[cache.len()..];
+        let input = Tensor::new(rest, &Device::Cpu)?.unsqueeze(0)?;
         let logits = lm
             .forward_last(&input, &mut cache)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
+        self.remember(prompt_ids, &cache);
         let id = self.next_id;
         self.next_id += 1;
         self.seqs.push(Sequence {

@@ -194,6 +194,22 @@ impl Cache {
         })
     }
 
+    /// Bytes the cache's buffers hold (allocated, not only written).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.k.capacity() + l.v.capacity()) * std::mem::size_of::<f32>())
+            .sum()
+    }
+
+    /// Keeps only the first `len` positions (no-op when it holds fewer): a cache
+    /// of a shared prompt prefix, reused for another prompt.
+    pub fn truncate(&mut self, len: usize) {
+        for l in &mut self.layers {
+            l.len = l.len.min(len);
+        }
+    }
+
     /// Forgets every cached position.
     pub fn reset(&mut self) {
         for l in &mut self.layers {

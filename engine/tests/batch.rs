@@ -186,3 +186,44 @@ fn stop_strings_budgets_and_cancellation() {
     let e = batch.add(&prompt, &hot).unwrap_err().to_string();
     assert!(e.contains("temperature"), "{e}");
 }
+
+#[test]
+fn prompts_sharing_a_prefix_reuse_its_cache_and_generate_the_same() {
+    for name in ["llama-tiny", "bloom-tiny", "opt-tiny"] {
+        let model = load(name);
+        let stem = "Q: Determine the correctness of the following sentence. Soup is a solid \
+                    food. (A) True (B) False A: The answer is (B).";
+        let prompts: Vec<Vec<u32>> = [
+            " Let's think step by step.",
+            " The common mistakes are:",
+            " The fundamental of this question is:",
+        ]
+        .iter()
+        .map(|t| model.encode_prompt(&format!("{stem}{t}")).unwrap())
+        .collect();
+        let mut batch = Batch::new(&model);
+        let ids: Vec<SeqId> = prompts
+            .iter()
+            .map(|p| batch.add(p, &params(0)).unwrap())
+            .collect();
+        // The second and third prompts skipped the shared stem.
+        let stem_len = model.encode_prompt(stem).unwrap().len();
+        assert!(
+            batch.reused_prefix_tokens() >= 2 * (stem_len - 2),
+            "{name}: reused {} of a {stem_len}-token stem",
+            batch.reused_prefix_tokens()
+        );
+        let mut done = vec![None; ids.len()];
+        while done.iter().any(Option::is_none) {
+            for e in batch.step().unwrap() {
+                if let Event::Done { id, generation } = e {
+                    done[ids.iter().position(|&x| x == id).unwrap()] = Some(generation);
+                }
+            }
+        }
+        for (p, got) in prompts.iter().zip(done) {
+            let alone = generate(&model, p, &params(0), |_| ControlFlow::Continue(())).unwrap();
+            assert_eq!(got.unwrap().ids, alone.ids, "{name}");
+        }
+    }
+}
