@@ -66,7 +66,7 @@ pub fn start(
     let sampling = SamplingParams {
         temperature: request.temperature.unwrap_or(DEFAULT_TEMPERATURE),
         top_p: request.top_p.unwrap_or(DEFAULT_TOP_P),
-        seed: request.seed.unwrap_or_else(rand_seed),
+        seed: request.seed.unwrap_or_else(crate::infer::random_u64),
         ..SamplingParams::greedy()
     };
     let mut kinds = Vec::with_capacity(request.kinds.len());
@@ -91,12 +91,6 @@ pub fn start(
         kinds.push((kind, teacher, stream));
     }
     Ok(Started { prompts, kinds })
-}
-
-/// A seed for requests that give none.
-fn rand_seed() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 /// The API's name of a finish reason.

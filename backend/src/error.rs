@@ -119,7 +119,6 @@ impl From<InferError> for HttpError {
                 retry_after_s,
             },
             InferError::Unavailable { .. } => Self::Unavailable(e.to_string()),
-            InferError::Remote { .. } => Self::BadGateway(e.to_string()),
         }
     }
 }

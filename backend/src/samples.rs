@@ -44,6 +44,21 @@ fn read(path: &Path) -> Result<String, SamplesError> {
     })
 }
 
+/// The objects of a JSON Lines file with their 0-based line numbers (blank
+/// lines skipped); a bad line is named.
+fn json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, SamplesError> {
+    read(path)?
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line)
+                .map(|v| (n, v))
+                .map_err(|e| file_error(path, format!("line {}: {e}", n + 1)))
+        })
+        .collect()
+}
+
 /// A page of `dataset` (`subject` selects the MMLU subject, default the first).
 pub fn list(
     data_dir: &Path,
@@ -70,15 +85,8 @@ pub fn list(
 /// authors asked them.
 fn creak(data_dir: &Path) -> Result<Vec<SampleItem>, SamplesError> {
     let path = data_dir.join("creak/dev.json");
-    let text = read(&path)?;
     let mut out = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| file_error(&path, format!("line {}: {e}", n + 1)))?;
+    for (n, v) in json_lines(&path)? {
         let (Some(sentence), Some(label)) = (v["sentence"].as_str(), v["label"].as_str()) else {
             return Err(file_error(
                 &path,
@@ -163,15 +171,8 @@ fn mmlu(data_dir: &Path, subject: &str) -> Result<Vec<SampleItem>, SamplesError>
 /// GSM8K test problems (`gsm8k/test.jsonl`): the free answer after `####`.
 fn gsm8k(data_dir: &Path) -> Result<Vec<SampleItem>, SamplesError> {
     let path = data_dir.join("gsm8k/test.jsonl");
-    let text = read(&path)?;
     let mut out = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| file_error(&path, format!("line {}: {e}", n + 1)))?;
+    for (n, v) in json_lines(&path)? {
         let (Some(question), Some(solution)) = (v["question"].as_str(), v["answer"].as_str())
         else {
             return Err(file_error(

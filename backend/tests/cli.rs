@@ -2,91 +2,19 @@
 //! `generate` streaming an answer from the real default model, `models list`, and
 //! clear errors for bad input.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_teacherlm"));
-    c.env_remove("TEACHERLM_CONFIG").env("RUST_LOG", "warn");
-    c
-}
+use common::{Server, bin, need_default_model};
 
-fn models_dir() -> PathBuf {
-    let home = std::env::var_os("TEACHERLM_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/teacherlm")
-        });
-    home.join("models")
-}
-
-fn need_default_model() {
-    let path = models_dir().join(shared::catalogue::DEFAULT_MODEL.file);
-    assert!(
-        path.exists(),
-        "this test needs the default model at {}; run `cargo xtask models`",
-        path.display()
-    );
-}
-
-/// A spawned server, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `teacherlm serve` with its web app in `static_dir`.
 fn spawn_server(static_dir: &std::path::Path) -> Server {
-    let mut child = bin()
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--static-dir",
-        ])
-        .arg(static_dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("teacherlm starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Server { child, port }
+    Server::spawn(&["--static-dir", static_dir.to_str().unwrap()])
 }
 
-/// A minimal HTTP/1.1 GET: (status, body).
+/// GET `path`: (status, body).
 fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw[9..12].parse().unwrap();
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let r = common::get(&format!("http://127.0.0.1:{port}{path}"));
+    (r.status, r.body)
 }
 
 #[test]

@@ -137,11 +137,6 @@ impl<'m> Batch<'m> {
         }
     }
 
-    /// The model.
-    pub fn model(&self) -> &'m Model {
-        self.model
-    }
-
     /// Running sequences.
     pub fn len(&self) -> usize {
         self.seqs.len()

@@ -80,7 +80,6 @@ impl LocalEngine {
             id: id.to_string(),
             kind: EngineKind::Local,
             chat: model.is_chat(),
-            context_length: Some(model.lm().max_context()),
             queue_size: limits.queue_size,
         };
         let worker = Worker {
@@ -104,11 +103,6 @@ impl LocalEngine {
             running,
             metrics,
         }
-    }
-
-    /// The loaded model.
-    pub fn model(&self) -> &Model {
-        &self.model
     }
 
     /// Token ids of a prompt: raw text as-is (plus BOS when the model wants it),

@@ -80,8 +80,6 @@ pub struct EngineInfo {
     pub kind: EngineKind,
     /// Whether prompts go through a chat template (instruct models).
     pub chat: bool,
-    /// Longest context, when known.
-    pub context_length: Option<usize>,
     /// Requests allowed to wait before new ones are refused.
     pub queue_size: usize,
 }
@@ -113,16 +111,6 @@ pub enum InferError {
         /// The model.
         model: String,
         /// Why.
-        message: String,
-    },
-    /// A remote server answered with an error status.
-    #[error("remote model `{model}` answered {status}: {message}")]
-    Remote {
-        /// The model.
-        model: String,
-        /// Its HTTP status.
-        status: u16,
-        /// Its error message.
         message: String,
     },
 }
@@ -166,6 +154,12 @@ pub trait Engine: Send + Sync {
 
     /// Sequences being generated now.
     fn running(&self) -> usize;
+}
+
+/// A seed for a request that gives none, and a unique-enough id.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 /// Collects a whole generation: its text and how it ended.

@@ -90,7 +90,6 @@ impl RemoteEngine {
                 id: config.name.clone(),
                 kind: EngineKind::Remote,
                 chat: config.chat,
-                context_length: None,
                 queue_size: config.max_concurrency,
             },
             config,

@@ -262,10 +262,7 @@ fn submit(
     if let Some(i) = stop.iter().position(String::is_empty) {
         return Err(HttpError::invalid(format!("stop[{i}]"), "is empty"));
     }
-    let seed = s.seed.unwrap_or_else(|| {
-        use std::hash::{BuildHasher, RandomState};
-        RandomState::new().hash_one(SystemTime::now())
-    });
+    let seed = s.seed.unwrap_or_else(crate::infer::random_u64);
     let mut streams = Vec::with_capacity(n);
     for i in 0..n {
         let params = GenerateParams {
@@ -385,11 +382,11 @@ struct Meta {
 
 impl Meta {
     fn new(prefix: &str, model: &str) -> Self {
-        use std::hash::{BuildHasher, RandomState};
-        let now = SystemTime::now();
         Self {
-            id: format!("{prefix}-{:016x}", RandomState::new().hash_one(now)),
-            created: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            id: format!("{prefix}-{:016x}", crate::infer::random_u64()),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             model: model.to_string(),
         }
     }

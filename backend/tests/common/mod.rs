@@ -139,6 +139,7 @@ impl Reply {
 }
 
 fn reply(r: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = r.status().as_u16();
     let header = |name: &str| {
         r.headers()
             .get(name)
@@ -154,7 +155,7 @@ fn reply(r: ureq::http::Response<ureq::Body>) -> Reply {
         .read_to_string()
         .unwrap();
     Reply {
-        status: 0,
+        status,
         retry_after,
         content_type,
         body,
@@ -164,8 +165,7 @@ fn reply(r: ureq::http::Response<ureq::Body>) -> Reply {
 /// GET `url`.
 pub fn get(url: &str) -> Reply {
     let r = agent().get(url).call().unwrap();
-    let status = r.status().as_u16();
-    Reply { status, ..reply(r) }
+    reply(r)
 }
 
 /// GET `url` with a bearer key.
@@ -175,8 +175,7 @@ pub fn get_with_key(url: &str, key: &str) -> Reply {
         .header("Authorization", &format!("Bearer {key}"))
         .call()
         .unwrap();
-    let status = r.status().as_u16();
-    Reply { status, ..reply(r) }
+    reply(r)
 }
 
 /// POST `body` (raw) as JSON to `url`.
@@ -186,8 +185,7 @@ pub fn post_raw(url: &str, body: impl Into<Vec<u8>>) -> Reply {
         .header("Content-Type", "application/json")
         .send(body.into())
         .unwrap();
-    let status = r.status().as_u16();
-    Reply { status, ..reply(r) }
+    reply(r)
 }
 
 /// POST `body` as JSON to `url`.
