@@ -225,11 +225,20 @@ impl<'m> Batch<'m> {
         let eos = tok.eos_ids();
         let mut events = Vec::new();
         let mut going = Vec::with_capacity(self.seqs.len());
-        for mut seq in std::mem::take(&mut self.seqs) {
-            let finish = if seq.generated.len() >= seq.budget {
-                Some(FinishReason::Length)
-            } else {
-                let next = seq.sampler.sample(&mut seq.logits, &seq.context);
+        // Sampling is independent per sequence and, over a large vocabulary,
+        // costs as much as a small model's step: it runs on the engine's pool.
+        let nexts: Vec<Option<u32>> = crate::threads::install(|| {
+            use rayon::prelude::*;
+            self.seqs
+                .par_iter_mut()
+                .map(|seq| {
+                    (seq.generated.len() < seq.budget)
+                        .then(|| seq.sampler.sample(&mut seq.logits, &seq.context))
+                })
+                .collect()
+        });
+        for (mut seq, next) in std::mem::take(&mut self.seqs).into_iter().zip(nexts) {
+            let finish = if let Some(next) = next {
                 if eos.contains(&next) {
                     Some(FinishReason::Eos)
                 } else {
@@ -251,6 +260,8 @@ impl<'m> Batch<'m> {
                         None
                     }
                 }
+            } else {
+                Some(FinishReason::Length)
             };
             match finish {
                 Some(reason) => {

@@ -6,6 +6,7 @@
 //! Entry points: [`Model::load`], [`generate`], [`Batch`] (continuous batching),
 //! [`score::score_continuations`].
 
+pub(crate) mod attend;
 pub mod batch;
 pub mod chat;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod score;
 pub(crate) mod text_stream;
 pub mod threads;
 pub mod tokenizer;
+pub mod vmath;
 pub mod weights;
 
 pub use batch::{Batch, Event, SeqId};

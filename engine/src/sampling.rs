@@ -91,54 +91,106 @@ impl Sampler {
             return argmax(logits);
         }
         let inv_t = 1.0 / p.temperature;
-        // Candidates sorted by logit, best first; top-k cuts the list.
-        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        let k = if p.top_k == 0 {
-            idx.len()
-        } else {
-            p.top_k.min(idx.len())
-        };
-        if k < idx.len() {
-            idx.select_nth_unstable_by(k - 1, |&a, &b| {
-                logits[b as usize].total_cmp(&logits[a as usize])
-            });
-            idx.truncate(k);
+        let r: f32 = self.rng.random();
+        if p.top_k > 0 && p.top_k < logits.len() {
+            let (idx, probs) = top_k(logits, p.top_k, inv_t);
+            return draw(&idx, &nucleus(&probs, p.top_p, 1.0), r);
         }
-        idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        let max = logits[idx[0] as usize] * inv_t;
-        let mut probs: Vec<f32> = idx
-            .iter()
-            .map(|&i| (logits[i as usize] * inv_t - max).exp())
-            .collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= sum);
-        if p.top_p < 1.0 {
-            // Keep the shortest prefix whose mass reaches top_p (at least one token),
-            // as `TopPLogitsWarper`.
+        // No top-k: softmax over the whole vocabulary. Its normaliser needs every
+        // token, but the nucleus is a short run of the best ones, so only the
+        // tokens near the maximum are sorted (a sort of the vocabulary per token
+        // was a fifth of a decode step of many sequences).
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let weight = |l: f32| ((l - max) * inv_t).exp();
+        let z = crate::vmath::sum_exp_scaled(logits, max, inv_t);
+        if p.top_p >= 1.0 {
+            // Inverse CDF in vocabulary order: the same distribution, no sort.
+            let target = r * z;
             let mut acc = 0.0;
-            let mut keep = probs.len();
-            for (n, &q) in probs.iter().enumerate() {
-                acc += q;
-                if acc >= p.top_p {
-                    keep = n + 1;
-                    break;
+            for (i, &l) in logits.iter().enumerate() {
+                acc += weight(l);
+                if target < acc {
+                    return i as u32;
                 }
             }
-            probs.truncate(keep);
-            idx.truncate(keep);
-            let s: f32 = probs.iter().sum();
-            probs.iter_mut().for_each(|x| *x /= s);
+            return argmax(logits);
         }
-        let r: f32 = self.rng.random();
+        // Candidates: every token within `gap` (in scaled logits) of the best.
+        // They are the most likely tokens, so once their mass reaches top_p the
+        // nucleus lies among them; otherwise the gap widens.
+        let mut gap = 8.0f32;
+        loop {
+            let floor = max - gap / inv_t;
+            let mut idx: Vec<u32> = (0..logits.len() as u32)
+                .filter(|&i| logits[i as usize] >= floor)
+                .collect();
+            let mass: f32 = idx.iter().map(|&i| weight(logits[i as usize])).sum();
+            if mass >= p.top_p * z || idx.len() == logits.len() || gap > 1e4 {
+                idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+                let probs: Vec<f32> = idx
+                    .iter()
+                    .map(|&i| weight(logits[i as usize]) / z)
+                    .collect();
+                return draw(&idx, &nucleus(&probs, p.top_p, mass / z), r);
+            }
+            gap *= 2.0;
+        }
+    }
+}
+
+/// The `k` best tokens, best first, and their softmax at temperature
+/// `1 / inv_t` (normalised over those `k`, as `TopKLogitsWarper` masks the rest).
+fn top_k(logits: &[f32], k: usize, inv_t: f32) -> (Vec<u32>, Vec<f32>) {
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    idx.select_nth_unstable_by(k - 1, |&a, &b| {
+        logits[b as usize].total_cmp(&logits[a as usize])
+    });
+    idx.truncate(k);
+    idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+    let max = logits[idx[0] as usize];
+    let mut probs: Vec<f32> = idx
+        .iter()
+        .map(|&i| ((logits[i as usize] - max) * inv_t).exp())
+        .collect();
+    let sum: f32 = probs.iter().sum();
+    probs.iter_mut().for_each(|x| *x /= sum);
+    (idx, probs)
+}
+
+/// `TopPLogitsWarper` on probabilities sorted best first (summing to `total`):
+/// the shortest prefix whose mass reaches `top_p` (at least one token),
+/// renormalised.
+fn nucleus(probs: &[f32], top_p: f32, total: f32) -> Vec<f32> {
+    let mut keep = probs.len();
+    if top_p < 1.0 {
         let mut acc = 0.0;
         for (n, &q) in probs.iter().enumerate() {
             acc += q;
-            if r < acc {
-                return idx[n];
+            if acc >= top_p {
+                keep = n + 1;
+                break;
             }
         }
-        idx[probs.len() - 1]
     }
+    let kept = &probs[..keep];
+    let s: f32 = if keep == probs.len() {
+        total
+    } else {
+        kept.iter().sum()
+    };
+    kept.iter().map(|&q| q / s).collect()
+}
+
+/// The token whose cumulative probability first exceeds `r` in `[0, 1)`.
+fn draw(idx: &[u32], probs: &[f32], r: f32) -> u32 {
+    let mut acc = 0.0;
+    for (n, &q) in probs.iter().enumerate() {
+        acc += q;
+        if r < acc {
+            return idx[n];
+        }
+    }
+    idx[probs.len() - 1]
 }
 
 /// Index of the largest value (the first one on ties, as `torch.argmax`).
@@ -228,6 +280,113 @@ mod tests {
         let mut s = Sampler::new(p).unwrap();
         for _ in 0..50 {
             assert_eq!(s.sample(&mut logits.clone(), &[]), 0);
+        }
+    }
+
+    /// The transformers order done the plain way: sort the whole vocabulary,
+    /// softmax, cut at top-k and top-p, then the inverse CDF at `r`.
+    fn reference(logits: &[f32], p: &SamplingParams, r: f32) -> u32 {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        if p.top_k > 0 {
+            idx.truncate(p.top_k);
+        }
+        let max = logits[idx[0] as usize];
+        let w: Vec<f64> = idx
+            .iter()
+            .map(|&i| (((logits[i as usize] - max) / p.temperature) as f64).exp())
+            .collect();
+        let z: f64 = w.iter().sum();
+        let mut keep = w.len();
+        let mut acc = 0.0;
+        for (n, q) in w.iter().enumerate() {
+            acc += q / z;
+            if acc >= p.top_p as f64 {
+                keep = n + 1;
+                break;
+            }
+        }
+        let kept: f64 = w[..keep].iter().sum();
+        let mut acc = 0.0;
+        for (n, q) in w[..keep].iter().enumerate() {
+            acc += q / kept;
+            if (r as f64) < acc {
+                return idx[n];
+            }
+        }
+        idx[keep - 1]
+    }
+
+    #[test]
+    fn matches_the_full_sort_on_a_large_vocabulary() {
+        let vocab = 5000;
+        let mut mismatches = 0;
+        let mut draws = 0;
+        for (case, (temperature, top_p, top_k)) in [
+            (0.7, 0.95, 0),
+            (1.0, 0.5, 0),
+            (1.5, 0.9, 0),
+            (0.3, 0.99, 0),
+            (1.0, 0.9, 40),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = SamplingParams {
+                temperature,
+                top_p,
+                top_k,
+                seed: case as u64,
+                ..SamplingParams::greedy()
+            };
+            let mut sampler = Sampler::new(p.clone()).unwrap();
+            let mut rng = StdRng::seed_from_u64(p.seed);
+            let mut logit_rng = StdRng::seed_from_u64(100 + case as u64);
+            for _ in 0..200 {
+                // Peaked like a language model's logits: a few high, a long tail.
+                let logits: Vec<f32> = (0..vocab)
+                    .map(|_| {
+                        let u: f32 = logit_rng.random();
+                        12.0 * u.powi(8) + 2.0 * logit_rng.random::<f32>()
+                    })
+                    .collect();
+                let r: f32 = rng.random();
+                let want = reference(&logits, &p, r);
+                let got = sampler.sample(&mut logits.clone(), &[]);
+                draws += 1;
+                // f32 against f64 sums may move a draw right at a boundary.
+                if got != want {
+                    mismatches += 1;
+                }
+            }
+        }
+        assert!(
+            mismatches * 200 <= draws,
+            "{mismatches} of {draws} draws differ"
+        );
+    }
+
+    #[test]
+    fn without_top_p_draws_follow_the_softmax() {
+        // Plain sampling walks the vocabulary in its own order, so draws are
+        // compared with the softmax as frequencies rather than one by one.
+        let logits = [2.0f32, 0.5, 1.0, -1.0, 1.5, 0.0];
+        let p = SamplingParams {
+            temperature: 0.8,
+            seed: 11,
+            ..SamplingParams::greedy()
+        };
+        let mut s = Sampler::new(p).unwrap();
+        let n = 40_000;
+        let mut counts = [0usize; 6];
+        for _ in 0..n {
+            counts[s.sample(&mut logits.clone(), &[]) as usize] += 1;
+        }
+        let w: Vec<f64> = logits.iter().map(|&l| (l as f64 / 0.8).exp()).collect();
+        let z: f64 = w.iter().sum();
+        for (c, w) in counts.iter().zip(&w) {
+            let (got, want) = (*c as f64 / n as f64, w / z);
+            assert!((got - want).abs() < 0.01, "{got} vs {want}");
         }
     }
 

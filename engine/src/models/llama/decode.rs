@@ -108,57 +108,45 @@ impl Attention {
             .try_into()
             .expect("three projections");
         let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
+        for (i, &pos) in positions.iter().enumerate() {
+            rotary.apply_rows(&mut q[i * q_width..(i + 1) * q_width], pos, d);
+            rotary.apply_rows(&mut k[i * kv_width..(i + 1) * kv_width], pos, d);
+        }
+        let views = caches
+            .iter_mut()
+            .enumerate()
+            .map(|(i, cache)| {
+                let kv = i * kv_width..(i + 1) * kv_width;
+                cache.push(layer, self.kv_heads, &k[kv.clone()], &v[kv])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let group = self.heads / self.kv_heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        // One task per (sequence, head): a batch spreads over every thread
+        // however short each sequence's context is.
+        let head = |t: usize, out: &mut [f32], scores: &mut Vec<f32>| {
+            let (i, h) = (t / self.heads, t % self.heads);
+            let view = &views[i];
+            let kv = h / group;
+            let keys = &view.k[kv * view.capacity * d..][..view.len * d];
+            let values = &view.v[kv * view.capacity * d..][..view.len * d];
+            let q = &q[i * q_width + h * d..][..d];
+            crate::attend::attend(q, keys, values, scale, out, scores);
+        };
         let mut out = vec![0f32; n * q_width];
-        for (i, cache) in caches.iter_mut().enumerate() {
-            let q = &mut q[i * q_width..(i + 1) * q_width];
-            let k = &mut k[i * kv_width..(i + 1) * kv_width];
-            rotary.apply_rows(q, positions[i], d);
-            rotary.apply_rows(k, positions[i], d);
-            let v = &v[i * kv_width..(i + 1) * kv_width];
-            let view = cache.push(layer, self.kv_heads, k, v)?;
-            let group = self.heads / self.kv_heads;
-            let scale = 1.0 / (d as f32).sqrt();
-            let head = |h: usize, out: &mut [f32]| {
-                let kv = h / group;
-                let keys = &view.k[kv * view.capacity * d..][..view.len * d];
-                let values = &view.v[kv * view.capacity * d..][..view.len * d];
-                attend(&q[h * d..(h + 1) * d], keys, values, scale, out);
-            };
-            let out = &mut out[i * q_width..(i + 1) * q_width];
-            if view.len * q_width < PARALLEL_ATTENTION_WORK {
-                out.chunks_exact_mut(d)
-                    .enumerate()
-                    .for_each(|(h, o)| head(h, o));
-            } else {
-                out.par_chunks_mut(d)
-                    .enumerate()
-                    .for_each(|(h, o)| head(h, o));
-            }
+        let work: usize = views.iter().map(|v| v.len).sum::<usize>() * q_width;
+        if work < PARALLEL_ATTENTION_WORK {
+            let mut scores = Vec::new();
+            out.chunks_exact_mut(d)
+                .enumerate()
+                .for_each(|(t, o)| head(t, o, &mut scores));
+        } else {
+            out.par_chunks_mut(d)
+                .enumerate()
+                .for_each_init(Vec::new, |scores, (t, o)| head(t, o, scores));
         }
+        drop(views);
         self.o.forward_rows(&out, n)
-    }
-}
-
-/// `softmax(q . keys^T * scale) . values` for one query head over `len`
-/// positions (`keys`, `values`: `len` rows of `q.len()` values), into `out`.
-fn attend(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
-    let d = q.len();
-    let mut scores: Vec<f32> = keys
-        .chunks_exact(d)
-        .map(|k| crate::gemv::dot(q, k) * scale)
-        .collect();
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for s in &mut scores {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    out.fill(0.0);
-    for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
-        let p = p / sum;
-        for (o, v) in out.iter_mut().zip(v) {
-            *o += p * v;
-        }
     }
 }
 
@@ -170,9 +158,7 @@ impl Mlp {
             .forward_rows(x, n)?
             .try_into()
             .expect("two projections");
-        for (g, u) in g.iter_mut().zip(&u) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        crate::vmath::silu_mul(&mut g, &u);
         self.down.forward_rows(&g, n)
     }
 }
