@@ -7,6 +7,7 @@ mod common;
 use std::ops::ControlFlow;
 
 use common::fixture;
+use engine::quant::QFormat;
 use engine::{
     Batch, Event, FinishReason, GenerateParams, Generation, LoadOptions, Model, SamplingParams,
     SeqId, generate,
@@ -82,11 +83,14 @@ fn run_batched(model: &Model, prompts: &[Vec<u32>]) -> Vec<(Generation, String)>
 }
 
 fn batched_equals_alone(name: &str) {
-    let model = load(name);
-    let prompts = prompts(&model);
-    let batched = run_batched(&model, &prompts);
+    equals_alone(name, &load(name));
+}
+
+fn equals_alone(name: &str, model: &Model) {
+    let prompts = prompts(model);
+    let batched = run_batched(model, &prompts);
     for (i, (p, (got, streamed))) in prompts.iter().zip(&batched).enumerate() {
-        let alone = generate(&model, p, &params(i), |_| ControlFlow::Continue(())).unwrap();
+        let alone = generate(model, p, &params(i), |_| ControlFlow::Continue(())).unwrap();
         assert_eq!(got.ids, alone.ids, "{name}: sequence {i} tokens");
         assert_eq!(got.text, alone.text, "{name}: sequence {i} text");
         assert_eq!(&got.text, streamed, "{name}: sequence {i} stream");
@@ -96,6 +100,20 @@ fn batched_equals_alone(name: &str) {
     // Different prompts and seeds gave different continuations: the test would
     // notice rows of the batch being mixed up.
     assert_ne!(batched[0].0.ids, batched[2].0.ids);
+}
+
+#[test]
+fn quantized_batched_generations_equal_single_ones() {
+    // The quantized kernels compute each activation row the same way whatever
+    // tile it lands in, so batching changes no bit there either.
+    for format in [QFormat::Q4_1, QFormat::Q8_0] {
+        let opts = LoadOptions {
+            quantize: Some(format),
+            ..LoadOptions::default()
+        };
+        let model = Model::load(fixture("llama-tiny"), opts).expect("fixture loads");
+        equals_alone(&format!("llama-tiny {format:?}"), &model);
+    }
 }
 
 #[test]

@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::f16;
 
 use crate::error::{EngineError, Result};
-use kernels::{Kernel, ROWS};
+use kernels::{Kernel, TILE};
 
 /// Values per block.
 const QK: usize = 32;
@@ -303,16 +303,34 @@ impl QMatrix {
                     }
                 };
                 let mut i = 0;
-                while i + ROWS <= m {
+                while i + TILE <= m {
                     let xs = std::array::from_fn(|k| rows[i + k]);
-                    for (k, out) in kernel.dot8x4(self.format, w, xs).into_iter().enumerate() {
+                    for (k, out) in kernel
+                        .dot8xn::<TILE>(self.format, w, xs)
+                        .into_iter()
+                        .enumerate()
+                    {
                         put(i + k, out);
                     }
-                    i += ROWS;
+                    i += TILE;
                 }
-                for (i, x) in rows.iter().enumerate().skip(i) {
-                    put(i, kernel.dot8(self.format, w, x));
+                // The last rows as one smaller tile (`TILE` is 8: one arm per
+                // remainder).
+                const _: () = assert!(TILE == 8);
+                macro_rules! tail {
+                    ($($n:literal)*) => {
+                        match m - i {
+                            $($n => {
+                                let xs: [_; $n] = std::array::from_fn(|k| rows[i + k]);
+                                for (k, out) in kernel.dot8xn(self.format, w, xs).into_iter().enumerate() {
+                                    put(i + k, out);
+                                }
+                            })*
+                            _ => {}
+                        }
+                    };
                 }
+                tail!(1 2 3 4 5 6 7);
             }
         })
     }
@@ -461,35 +479,37 @@ mod tests {
             let w = Tensor::from_vec(random(rows * cols, 5), (rows, cols), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let mat = QMatrix::from_qtensor(&q).unwrap().unwrap();
-            let x = random(cols, 11);
             let zero = BlockQ81 {
                 qs: [0; QK],
                 d: 0.0,
                 s: 0.0,
             };
-            let mut xq = vec![zero; cols / QK];
-            quantize_row_q8_1(&x, &mut xq);
+            // Eight different activation rows, through tiles of every size.
+            let xs: Vec<Vec<BlockQ81>> = (0..TILE)
+                .map(|k| {
+                    let mut q = vec![zero; cols / QK];
+                    quantize_row_q8_1(&random(cols, 30 + k as u64), &mut q);
+                    q
+                })
+                .collect();
             for g in 0..rows / GROUP {
-                let want = Kernel::Scalar.dot8(mat.format, mat.group(g), &xq);
-                let got = Kernel::detect().dot8(mat.format, mat.group(g), &xq);
-                // Four different activation rows through the 4-row kernel.
-                let xs: Vec<Vec<BlockQ81>> = (0..ROWS)
-                    .map(|k| {
-                        let mut q = vec![zero; cols / QK];
-                        quantize_row_q8_1(&random(cols, 30 + k as u64), &mut q);
-                        q
-                    })
+                let w = mat.group(g);
+                let want: Vec<[f32; GROUP]> = xs
+                    .iter()
+                    .map(|x| Kernel::Scalar.dot8xn(mat.format, w, [&x[..]])[0])
                     .collect();
-                let four = Kernel::detect().dot8x4(
-                    mat.format,
-                    mat.group(g),
-                    std::array::from_fn(|k| &xs[k][..]),
-                );
-                let mut pairs = vec![(want, got)];
-                for (k, got) in four.into_iter().enumerate() {
-                    pairs.push((Kernel::Scalar.dot8(mat.format, mat.group(g), &xs[k]), got));
-                }
-                for (want, got) in pairs {
+                let simd = Kernel::detect();
+                let mut got: Vec<Vec<[f32; GROUP]>> = vec![
+                    simd.dot8xn::<1>(mat.format, w, [&xs[0][..]]).to_vec(),
+                    simd.dot8xn::<3>(mat.format, w, std::array::from_fn(|k| &xs[k][..]))
+                        .to_vec(),
+                    simd.dot8xn::<TILE>(mat.format, w, std::array::from_fn(|k| &xs[k][..]))
+                        .to_vec(),
+                ];
+                // A row's bits do not depend on the tile it is computed in.
+                assert_eq!(got[0][0], got[2][0], "{dtype:?}");
+                assert_eq!(got[1][..], got[2][..3], "{dtype:?}");
+                for (want, got) in want.iter().zip(got.swap_remove(2)) {
                     for (a, b) in want.iter().zip(got) {
                         assert!(
                             (a - b).abs() <= 1e-4 * a.abs().max(1.0),
