@@ -18,8 +18,6 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
-
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateParams, Generation};
 use crate::kv_cache::Cache;
@@ -184,12 +182,7 @@ impl<'m> Batch<'m> {
         let sampler = Sampler::new(params.sampling.clone())?;
         let t0 = Instant::now();
         let mut cache = self.cache_for(prompt_ids);
-        let rest = &prompt_ids[cache.len()..];
-        let input = Tensor::new(rest, &Device::Cpu)?.unsqueeze(0)?;
-        let logits = lm
-            .forward_last(&input, &mut cache)?
-            .squeeze(0)?
-            .to_vec1::<f32>()?;
+        let logits = lm.prefill(&prompt_ids[cache.len()..], &mut cache)?;
         self.remember(prompt_ids, &cache);
         let id = self.next_id;
         self.next_id += 1;

@@ -100,6 +100,64 @@ fn batched_decode_steps_equal_the_tensor_path(name: &str) {
     }
 }
 
+/// A prefill, whole or in two pieces after a stored prefix, gives the tensor
+/// path's last logits.
+fn prefill_equals_the_tensor_path(name: &str) {
+    let model = load(name);
+    let lm = model.lm();
+    let input = ids(&reference(name)["input_ids"]);
+    let x = Tensor::new(&input[..], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let want = lm
+        .forward_last(&x, &mut lm.new_cache())
+        .unwrap()
+        .i(0)
+        .unwrap();
+    let mut whole = lm.new_cache();
+    let mut pieces = lm.new_cache();
+    lm.prefill(&input[..5], &mut pieces).unwrap();
+    for (what, got, cache) in [
+        ("whole", lm.prefill(&input, &mut whole).unwrap(), &whole),
+        (
+            "pieces",
+            lm.prefill(&input[5..], &mut pieces).unwrap(),
+            &pieces,
+        ),
+    ] {
+        assert_eq!(cache.len(), input.len(), "{name} {what}");
+        let got = Tensor::new(&got[..], &Device::Cpu).unwrap();
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff < 1e-4, "{name} {what}: {diff}");
+    }
+    // The caches it leaves decode the next token as the tensor path's do.
+    let mut tensor_cache = lm.new_cache();
+    lm.forward_last(&x, &mut tensor_cache).unwrap();
+    let a = lm.decode_step(&[3], &mut [&mut whole]).unwrap();
+    let b = lm.decode_step(&[3], &mut [&mut tensor_cache]).unwrap();
+    let diff = max_abs_diff(
+        &Tensor::new(&a[..], &Device::Cpu).unwrap(),
+        &Tensor::new(&b[..], &Device::Cpu).unwrap(),
+    );
+    assert!(diff < 1e-4, "{name} next step: {diff}");
+}
+
+#[test]
+fn llama_prefill_equals_the_tensor_path() {
+    prefill_equals_the_tensor_path("llama-tiny");
+}
+
+#[test]
+fn qwen2_prefill_equals_the_tensor_path() {
+    prefill_equals_the_tensor_path("qwen2-tiny");
+}
+
+#[test]
+fn bloom_prefill_equals_the_tensor_path() {
+    prefill_equals_the_tensor_path("bloom-tiny");
+}
+
 /// A left-padded batch gives transformers' logits at every real token, and the
 /// padded row's tokens the same logits as the unpadded short sequence.
 fn padded_logits_match(name: &str) {

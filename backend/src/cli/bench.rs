@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use engine::models::CausalLm;
 use engine::models::bloom::{Bloom, BloomConfig};
@@ -242,11 +241,7 @@ fn one_run(
 ) -> anyhow::Result<(f64, f64)> {
     let mut cache = lm.new_cache();
     let t = Instant::now();
-    let x = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
-    let mut logits = lm
-        .forward_last(&x, &mut cache)?
-        .squeeze(0)?
-        .to_vec1::<f32>()?;
+    let mut logits = lm.prefill(prompt, &mut cache)?;
     let prefill = t.elapsed().as_secs_f64();
     let mut caches = vec![cache; batch];
     let t = Instant::now();

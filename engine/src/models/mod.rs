@@ -65,6 +65,19 @@ pub trait CausalLm: Send + Sync {
         Ok(out)
     }
 
+    /// Runs `tokens` after the positions in `cache` (one sequence, which this
+    /// call extends) and returns the logits of the next token (`vocab` values):
+    /// a generation's prefill. Records no gradient. The Llama family runs it on
+    /// plain buffers like [`CausalLm::decode_step`]; others through
+    /// [`CausalLm::forward_last`].
+    fn prefill(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
+        let x = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        Ok(self
+            .forward_last(&x, cache)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
     /// A fresh, empty cache sized for this model.
     fn new_cache(&self) -> Cache;
 

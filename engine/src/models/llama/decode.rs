@@ -1,5 +1,6 @@
-//! The decode step of the Llama family on plain buffers: one new token for each of
-//! several sequences, each with its own cache and position.
+//! The Llama family's inference pass on plain buffers: runs of new tokens for
+//! several sequences, each with its own cache and position. A decode step is
+//! one token per sequence; a generation's prefill is one run of a whole prompt.
 //!
 //! Same arithmetic as the tensor forward pass in `mod.rs` (RMSNorm, rotary
 //! embedding, grouped-query attention, SwiGLU), without candle's per-operation
@@ -21,18 +22,24 @@ use crate::kv_cache::Cache;
 const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
 
 impl Llama {
-    /// [`crate::models::CausalLm::decode_step`] on the engine pool.
-    pub(super) fn decode_rows(
+    /// Runs `runs[i]` after the positions in `caches[i]`, every run of every
+    /// sequence through one pass over the weights, and returns the next-token
+    /// logits of each run's last position (`runs.len() * vocab` values). A
+    /// decode step is runs of one token; a prefill is one run of a whole prompt
+    /// (rows attend causally within their run). Call on the engine pool.
+    pub(super) fn extend_rows(
         &self,
-        tokens: &[u32],
+        runs: &[&[u32]],
         caches: &mut [&mut Cache],
     ) -> Result<Vec<f32>> {
-        let n = tokens.len();
-        if n != caches.len() {
+        if runs.len() != caches.len() {
             return Err(EngineError::invalid(
                 "tokens",
-                format!("{n} tokens for {} caches", caches.len()),
+                format!("{} token runs for {} caches", runs.len(), caches.len()),
             ));
+        }
+        if runs.iter().any(|r| r.is_empty()) {
+            return Err(EngineError::invalid("tokens", "a run of no tokens"));
         }
         if let Some(c) = caches.iter().find(|c| c.batch() > 1) {
             return Err(EngineError::invalid(
@@ -43,21 +50,42 @@ impl Llama {
                 ),
             ));
         }
-        let positions: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+        // Row `r` of the pass is token `rows[r].1` of sequence `rows[r].0`.
+        let rows: Vec<(usize, usize)> = runs
+            .iter()
+            .zip(caches.iter())
+            .enumerate()
+            .flat_map(|(i, (run, cache))| {
+                (cache.len()..cache.len() + run.len()).map(move |p| (i, p))
+            })
+            .collect();
+        let tokens = runs.concat();
+        let n = tokens.len();
         let hidden = self.cfg.hidden_size;
-        let mut x = self.embed.rows(tokens)?;
+        let mut x = self.embed.rows(&tokens)?;
         let mut normed = vec![0f32; n * hidden];
         for (layer, block) in self.blocks.iter().enumerate() {
             block.attn_norm.forward_rows(&x, &mut normed)?;
             let h = block
                 .attn
-                .decode(&normed, &positions, caches, layer, &self.rotary)?;
+                .extend(&normed, runs, &rows, caches, layer, &self.rotary)?;
             add(&mut x, &h);
             block.mlp_norm.forward_rows(&x, &mut normed)?;
             add(&mut x, &block.mlp.forward_rows(&normed, n)?);
         }
+        if n > runs.len() {
+            // Only each run's last row needs the LM head.
+            let mut last = Vec::with_capacity(runs.len() * hidden);
+            let mut end = 0;
+            for run in runs {
+                end += run.len();
+                last.extend_from_slice(&x[(end - 1) * hidden..end * hidden]);
+            }
+            x = last;
+            normed.truncate(x.len());
+        }
         self.norm.forward_rows(&x, &mut normed)?;
-        self.lm_head.forward_rows(&normed, n)
+        self.lm_head.forward_rows(&normed, runs.len())
     }
 }
 
@@ -89,18 +117,20 @@ impl Rotary {
 }
 
 impl Attention {
-    /// Attention of one new position per sequence: projects `x` (`n` rows),
-    /// rotates, appends keys and values to each sequence's cache, attends over
-    /// everything cached, and applies the output projection.
-    fn decode(
+    /// Attention of new positions (`rows`: sequence and position of each row of
+    /// `x`, in `runs` order): projects, rotates, appends keys and values to each
+    /// sequence's cache, attends causally over what is cached up to each row's
+    /// position, and applies the output projection.
+    fn extend(
         &self,
         x: &[f32],
-        positions: &[usize],
+        runs: &[&[u32]],
+        rows: &[(usize, usize)],
         caches: &mut [&mut Cache],
         layer: usize,
         rotary: &Rotary,
     ) -> Result<Vec<f32>> {
-        let n = positions.len();
+        let n = rows.len();
         let d = self.head_dim;
         let [mut q, mut k, v]: [Vec<f32>; 3] = self
             .qkv
@@ -108,33 +138,42 @@ impl Attention {
             .try_into()
             .expect("three projections");
         let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
-        for (i, &pos) in positions.iter().enumerate() {
-            rotary.apply_rows(&mut q[i * q_width..(i + 1) * q_width], pos, d);
-            rotary.apply_rows(&mut k[i * kv_width..(i + 1) * kv_width], pos, d);
+        for (r, &(_, pos)) in rows.iter().enumerate() {
+            rotary.apply_rows(&mut q[r * q_width..(r + 1) * q_width], pos, d);
+            rotary.apply_rows(&mut k[r * kv_width..(r + 1) * kv_width], pos, d);
         }
+        let mut first = 0;
         let views = caches
             .iter_mut()
-            .enumerate()
-            .map(|(i, cache)| {
-                let kv = i * kv_width..(i + 1) * kv_width;
-                cache.push(layer, self.kv_heads, &k[kv.clone()], &v[kv])
+            .zip(runs)
+            .map(|(cache, run)| {
+                let kv = |r: usize| r * kv_width..(r + 1) * kv_width;
+                let last = first + run.len() - 1;
+                for r in first..last {
+                    cache.push(layer, self.kv_heads, &k[kv(r)], &v[kv(r)])?;
+                }
+                first = last + 1;
+                cache.push(layer, self.kv_heads, &k[kv(last)], &v[kv(last)])
             })
             .collect::<Result<Vec<_>>>()?;
         let group = self.heads / self.kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
-        // One task per (sequence, head): a batch spreads over every thread
-        // however short each sequence's context is.
+        // One task per (row, head): a batch spreads over every thread however
+        // short each sequence's context is.
         let head = |t: usize, out: &mut [f32], scores: &mut Vec<f32>| {
-            let (i, h) = (t / self.heads, t % self.heads);
+            let (r, h) = (t / self.heads, t % self.heads);
+            let (i, pos) = rows[r];
             let view = &views[i];
+            debug_assert!(pos < view.len, "row at {pos} of a cache of {}", view.len);
             let kv = h / group;
-            let keys = &view.k[kv * view.capacity * d..][..view.len * d];
-            let values = &view.v[kv * view.capacity * d..][..view.len * d];
-            let q = &q[i * q_width + h * d..][..d];
+            // Causal: the row sees its own position and those before it.
+            let keys = &view.k[kv * view.capacity * d..][..(pos + 1) * d];
+            let values = &view.v[kv * view.capacity * d..][..(pos + 1) * d];
+            let q = &q[r * q_width + h * d..][..d];
             crate::attend::attend(q, keys, values, scale, out, scores);
         };
         let mut out = vec![0f32; n * q_width];
-        let work: usize = views.iter().map(|v| v.len).sum::<usize>() * q_width;
+        let work: usize = rows.iter().map(|&(_, pos)| pos + 1).sum::<usize>() * q_width;
         if work < PARALLEL_ATTENTION_WORK {
             let mut scores = Vec::new();
             out.chunks_exact_mut(d)

@@ -403,7 +403,12 @@ impl CausalLm for Llama {
     }
 
     fn decode_step(&self, tokens: &[u32], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
-        crate::threads::install(|| self.decode_rows(tokens, caches))
+        let runs: Vec<&[u32]> = tokens.chunks(1).collect();
+        crate::threads::install(|| self.extend_rows(&runs, caches))
+    }
+
+    fn prefill(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
+        crate::threads::install(|| self.extend_rows(&[tokens], &mut [cache]))
     }
 
     fn new_cache(&self) -> Cache {
