@@ -42,6 +42,10 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Tokens generated, by model.
     tokens: Mutex<BTreeMap<String, u64>>,
+    /// Prompt tokens admitted, by model.
+    prompt_tokens: Mutex<BTreeMap<String, u64>>,
+    /// Prompt tokens whose prefill was skipped by reusing a cached prefix.
+    reused_tokens: Mutex<BTreeMap<String, u64>>,
     /// Requests refused because a queue was full, by model.
     rejected: Mutex<BTreeMap<String, u64>>,
     /// Generations stopped because their client went away, by model.
@@ -104,6 +108,13 @@ impl Metrics {
         bump(&self.tokens, model.to_string(), n);
     }
 
+    /// Counts an admitted prompt of `tokens` tokens, `reused` of which came
+    /// from a cached prefix instead of a prefill.
+    pub fn prompt(&self, model: &str, tokens: u64, reused: u64) {
+        bump(&self.prompt_tokens, model.to_string(), tokens);
+        bump(&self.reused_tokens, model.to_string(), reused);
+    }
+
     /// Counts a request refused by a full queue.
     pub fn rejected(&self, model: &str) {
         bump(&self.rejected, model.to_string(), 1);
@@ -147,6 +158,18 @@ impl Metrics {
             "teacherlm_generated_tokens_total",
             "Tokens generated.",
             &self.tokens,
+        );
+        counter(
+            &mut out,
+            "teacherlm_prompt_tokens_total",
+            "Prompt tokens admitted.",
+            &self.prompt_tokens,
+        );
+        counter(
+            &mut out,
+            "teacherlm_prompt_tokens_reused_total",
+            "Prompt tokens taken from a cached prefix instead of prefilled.",
+            &self.reused_tokens,
         );
         counter(
             &mut out,
@@ -250,6 +273,8 @@ mod tests {
         m.first_token("tiny", 0.03);
         m.first_token("tiny", 100.0);
         m.token_latency("tiny", 0.004);
+        m.prompt("tiny", 100, 60);
+        m.prompt("tiny", 40, 0);
         let text = m.render(&[ModelGauges {
             model: "tiny".into(),
             queued: 3,
@@ -258,6 +283,8 @@ mod tests {
         for line in [
             "teacherlm_http_requests_total{route=\"/v1/completions\",method=\"POST\",status=\"200\"} 2",
             "teacherlm_generated_tokens_total{model=\"tiny\"} 5",
+            "teacherlm_prompt_tokens_total{model=\"tiny\"} 140",
+            "teacherlm_prompt_tokens_reused_total{model=\"tiny\"} 60",
             "teacherlm_queue_depth{model=\"tiny\"} 3",
             "teacherlm_running_sequences{model=\"tiny\"} 2",
             "teacherlm_time_to_first_token_seconds_bucket{model=\"tiny\",le=\"0.025\"} 0",

@@ -100,7 +100,7 @@ impl Sampler {
         // token, but the nucleus is a short run of the best ones, so only the
         // tokens near the maximum are sorted (a sort of the vocabulary per token
         // was a fifth of a decode step of many sequences).
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = crate::vmath::max(logits);
         let weight = |l: f32| ((l - max) * inv_t).exp();
         let z = crate::vmath::sum_exp_scaled(logits, max, inv_t);
         if p.top_p >= 1.0 {
@@ -121,9 +121,7 @@ impl Sampler {
         let mut gap = 8.0f32;
         loop {
             let floor = max - gap / inv_t;
-            let mut idx: Vec<u32> = (0..logits.len() as u32)
-                .filter(|&i| logits[i as usize] >= floor)
-                .collect();
+            let mut idx = crate::vmath::indices_at_least(logits, floor);
             let mass: f32 = idx.iter().map(|&i| weight(logits[i as usize])).sum();
             if mass >= p.top_p * z || idx.len() == logits.len() || gap > 1e4 {
                 idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));

@@ -1,8 +1,9 @@
-//! Elementwise `exp` over slices, eight lanes at a time on AVX2, for the parts
-//! of a decode step that are not matrix products: the softmax of attention, the
-//! SiLU of the MLP and the sampler's normaliser. With many sequences in a step
-//! these are millions of `expf` calls, and libm's scalar `expf` was a tenth of the
-//! step.
+//! Elementwise `exp`, maximum and threshold search over slices, eight lanes at
+//! a time on AVX2, for the parts of a decode step that are not matrix products:
+//! the softmax of attention, the SiLU of the MLP, and the sampler's normaliser
+//! and candidates. With many sequences in a step these are millions of `expf`
+//! calls and scans of the whole vocabulary per token; libm's scalar `expf` alone
+//! was a tenth of the step.
 //!
 //! The vector `exp` is Cephes' `expf` (the same range reduction and degree-5
 //! polynomial as `exp256_ps` in avx_mathfun, Giovanni Garberoglio's port used by
@@ -49,6 +50,29 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     for (g, u) in g.iter_mut().zip(u) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
+}
+
+/// The largest value (`-inf` for none). NaNs are skipped on every path.
+pub fn max(xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU features were detected at run time.
+        return unsafe { avx2::max(xs) };
+    }
+    xs.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Indices of the values at least `floor`, in order (a sampler's candidates:
+/// a few dozen of a vocabulary of tens of thousands, found eight at a time).
+pub fn indices_at_least(xs: &[f32], floor: f32) -> Vec<u32> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU features were detected at run time.
+        return unsafe { avx2::indices_at_least(xs, floor) };
+    }
+    (0..xs.len() as u32)
+        .filter(|&i| xs[i as usize] >= floor)
+        .collect()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -131,6 +155,48 @@ mod avx2 {
     fn first(n: usize) -> __m256 {
         let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn max(xs: &[f32]) -> f32 {
+        let chunks = xs.chunks_exact(8);
+        let tail = chunks.remainder();
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        for c in chunks {
+            // SAFETY: `c` holds eight floats. `max_ps(v, m)` returns `m` when
+            // `v` is NaN, so NaNs are skipped.
+            m = _mm256_max_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, m);
+        }
+        let mut l = [0f32; 8];
+        // SAFETY: `l` holds eight floats.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), m) };
+        l.iter()
+            .chain(tail)
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn indices_at_least(xs: &[f32], floor: f32) -> Vec<u32> {
+        let f = _mm256_set1_ps(floor);
+        let mut out = Vec::new();
+        let chunks = xs.chunks_exact(8);
+        let base = xs.len() - chunks.remainder().len();
+        for (c, chunk) in chunks.enumerate() {
+            // SAFETY: `chunk` holds eight floats.
+            let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            let mut mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(v, f)) as u32;
+            while mask != 0 {
+                out.push((8 * c) as u32 + mask.trailing_zeros());
+                mask &= mask - 1;
+            }
+        }
+        for (i, &x) in xs[base..].iter().enumerate() {
+            if x >= floor {
+                out.push((base + i) as u32);
+            }
+        }
+        out
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -255,6 +321,26 @@ mod tests {
                 "{len}: {scaled} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn max_and_candidates_match_the_plain_loops() {
+        let xs: Vec<f32> = grid().into_iter().map(|x| (x * 7.3).sin() * x).collect();
+        for len in [0, 1, 7, 8, 9, 100, 4001] {
+            let xs = &xs[..len];
+            let want = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(xs), want, "{len}");
+            for floor in [want - 3.0, want, 0.0] {
+                let want: Vec<u32> = (0..len as u32)
+                    .filter(|&i| xs[i as usize] >= floor)
+                    .collect();
+                assert_eq!(indices_at_least(xs, floor), want, "{len} {floor}");
+            }
+        }
+        assert_eq!(
+            max(&[1.0, f32::NAN, 3.0, 2.0, 0.0, 0.0, 0.0, 0.0, f32::NAN]),
+            3.0
+        );
     }
 
     #[test]

@@ -74,6 +74,27 @@ fn annotate(port: u16, body: &Value) -> anyhow::Result<u64> {
         .sum())
 }
 
+/// The sum of a counter's series in the server's `/metrics`.
+fn counter(port: u16, name: &str) -> anyhow::Result<f64> {
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()?
+        .into_body()
+        .read_to_string()?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// Prompt tokens admitted and the share taken from cached prefixes, so far.
+fn prompt_counters(port: u16) -> anyhow::Result<(f64, f64)> {
+    Ok((
+        counter(port, "teacherlm_prompt_tokens_total")?,
+        counter(port, "teacherlm_prompt_tokens_reused_total")?,
+    ))
+}
+
 /// Tokens and seconds of the 8 requests, one after another or all at once.
 fn round(port: u16, bodies: &[Value], concurrent: bool) -> anyhow::Result<(u64, f64)> {
     let t = Instant::now();
@@ -119,13 +140,25 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
     let server = Server(child, port);
     // Warm up: page the weights in and let the allocator settle.
     annotate(server.1, &bodies[0])?;
+    let p0 = prompt_counters(server.1)?;
     let (seq_tokens, seq_s) = round(server.1, &bodies, false)?;
+    let p1 = prompt_counters(server.1)?;
     let (par_tokens, par_s) = round(server.1, &bodies, true)?;
+    let p2 = prompt_counters(server.1)?;
+    let prefilled = |a: (f64, f64), b: (f64, f64)| (b.0 - a.0) - (b.1 - a.1);
     let seq_rate = seq_tokens as f64 / seq_s;
     let par_rate = par_tokens as f64 / par_s;
     println!("\nannotate, {REQUESTS} requests x 3 kinds x <= {MAX_TOKENS} tokens (default model):");
-    println!("  one after another: {seq_tokens} tokens in {seq_s:.1} s = {seq_rate:.1} tokens/s");
-    println!("  all at once:       {par_tokens} tokens in {par_s:.1} s = {par_rate:.1} tokens/s");
+    println!(
+        "  one after another: {seq_tokens} tokens in {seq_s:.1} s = {seq_rate:.1} tokens/s \
+         ({:.0} prompt tokens prefilled)",
+        prefilled(p0, p1)
+    );
+    println!(
+        "  all at once:       {par_tokens} tokens in {par_s:.1} s = {par_rate:.1} tokens/s \
+         ({:.0} prompt tokens prefilled)",
+        prefilled(p1, p2)
+    );
     println!(
         "  concurrent vs sequential: {:.2}x (target >= 2.5)",
         par_rate / seq_rate

@@ -279,8 +279,14 @@ impl Worker {
             if job.tx.is_closed() {
                 continue;
             }
+            let reused = batch.reused_prefix_tokens();
             match batch.add(&job.prompt, &job.params) {
                 Ok(id) => {
+                    self.metrics.prompt(
+                        &self.id,
+                        job.prompt.len() as u64,
+                        (batch.reused_prefix_tokens() - reused) as u64,
+                    );
                     clients.insert(
                         id,
                         Client {
