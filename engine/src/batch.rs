@@ -14,7 +14,9 @@
 //! starts with a long stretch of one of them (TeacherLM's three kinds differ
 //! only in their last few tokens; sampled paths of one question share all of
 //! it) copies that cache and prefills only the rest, as vLLM's automatic prefix
-//! caching does.
+//! caching does. Prompts that arrive together ([`Batch::add_many`]) prefill in
+//! shared passes over the weights, a prompt waiting for the pass of another it
+//! starts like.
 
 use std::time::{Duration, Instant};
 
@@ -99,26 +101,27 @@ impl<'m> Batch<'m> {
         self.reused_tokens
     }
 
-    /// A cache holding the longest stored prefix of `prompt` (at least
-    /// [`MIN_SHARED_PREFIX`] tokens, and never the whole prompt: its last token
-    /// must run to give logits), or an empty cache.
-    fn cache_for(&mut self, prompt: &[u32]) -> Cache {
-        let best = self
-            .prefixes
+    /// The longest stored prefix of `prompt` worth reusing: its length (at
+    /// least [`MIN_SHARED_PREFIX`] tokens, and never the whole prompt: its last
+    /// token must run to give logits) and which stored prompt holds it.
+    fn stored_prefix(&self, prompt: &[u32]) -> Option<(usize, usize)> {
+        self.prefixes
             .iter()
-            .map(|(p, c)| {
-                let shared = p.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-                (shared.min(prompt.len() - 1), c)
-            })
-            .max_by_key(|(shared, _)| *shared);
-        match best {
-            Some((shared, cache)) if shared >= MIN_SHARED_PREFIX => {
-                let mut cache = cache.clone();
+            .enumerate()
+            .map(|(i, (p, _))| (shared_len(p, prompt).min(prompt.len() - 1), i))
+            .max_by_key(|&(shared, _)| shared)
+            .filter(|&(shared, _)| shared >= MIN_SHARED_PREFIX)
+    }
+
+    /// A cache holding the longest stored prefix of `prompt`, or an empty cache.
+    fn cache_for(&self, prompt: &[u32]) -> Cache {
+        match self.stored_prefix(prompt) {
+            Some((shared, i)) => {
+                let mut cache = self.prefixes[i].1.clone();
                 cache.truncate(shared);
-                self.reused_tokens += shared;
                 cache
             }
-            _ => self.model.lm().new_cache(),
+            None => self.model.lm().new_cache(),
         }
     }
 
@@ -174,32 +177,111 @@ impl<'m> Batch<'m> {
     /// Prefills `prompt_ids` and adds the sequence; its tokens come from the
     /// following steps.
     pub fn add(&mut self, prompt_ids: &[u32], params: &GenerateParams) -> Result<SeqId> {
-        Self::check(self.model, prompt_ids, params)?;
+        self.add_many(&[(prompt_ids, params)])
+            .pop()
+            .expect("one result per prompt")
+    }
+
+    /// [`Batch::add`] for several prompts (requests that arrived together):
+    /// their prefills share passes over the weights. A prompt that starts like
+    /// another of the same call waits for it, so it can reuse its cache: the
+    /// three kinds of an annotation prefill their shared question once, then
+    /// their triggers together. Results are in the order of `jobs`.
+    pub fn add_many(&mut self, jobs: &[(&[u32], &GenerateParams)]) -> Vec<Result<SeqId>> {
+        let mut results: Vec<Option<Result<SeqId>>> = jobs
+            .iter()
+            .map(|(prompt, params)| Self::check(self.model, prompt, params).err().map(Err))
+            .collect();
+        let mut pending: Vec<usize> = (0..jobs.len()).filter(|&j| results[j].is_none()).collect();
+        while !pending.is_empty() {
+            let (mut wave, mut later) = (Vec::new(), Vec::new());
+            for j in pending {
+                let prompt = jobs[j].0;
+                let stored = self.stored_prefix(prompt).map_or(0, |(n, _)| n);
+                let waits = wave.iter().any(|&w: &usize| {
+                    let shared = shared_len(jobs[w].0, prompt).min(prompt.len() - 1);
+                    shared >= MIN_SHARED_PREFIX && shared > stored
+                });
+                if waits { later.push(j) } else { wave.push(j) }
+            }
+            match self.prefill_wave(jobs, &wave) {
+                Ok(ids) => {
+                    for (&j, id) in wave.iter().zip(ids) {
+                        results[j] = Some(Ok(id));
+                    }
+                }
+                // One at a time, so each prompt gets its own error and the
+                // others still run.
+                Err(_) if wave.len() > 1 => {
+                    for &j in &wave {
+                        results[j] = Some(self.prefill_wave(jobs, &[j]).map(|ids| ids[0]));
+                    }
+                }
+                Err(e) => results[wave[0]] = Some(Err(e)),
+            }
+            pending = later;
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every prompt was checked or prefilled"))
+            .collect()
+    }
+
+    /// Prefills the prompts `wave` of `jobs` in one pass and adds them.
+    fn prefill_wave(
+        &mut self,
+        jobs: &[(&[u32], &GenerateParams)],
+        wave: &[usize],
+    ) -> Result<Vec<SeqId>> {
         let lm = self.model.lm();
-        let budget = params
-            .max_new_tokens
-            .min(lm.max_context() - prompt_ids.len());
-        let sampler = Sampler::new(params.sampling.clone())?;
+        let samplers = wave
+            .iter()
+            .map(|&j| Sampler::new(jobs[j].1.sampling.clone()))
+            .collect::<Result<Vec<_>>>()?;
         let t0 = Instant::now();
-        let mut cache = self.cache_for(prompt_ids);
-        let logits = lm.prefill(&prompt_ids[cache.len()..], &mut cache)?;
-        self.remember(prompt_ids, &cache);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.seqs.push(Sequence {
-            id,
-            cache,
-            sampler,
-            context: prompt_ids.to_vec(),
-            generated: Vec::new(),
-            stream: TextStream::new(&params.stop),
-            budget,
-            prompt_tokens: prompt_ids.len(),
-            logits,
-            prefill: t0.elapsed(),
-            started: Instant::now(),
-        });
-        Ok(id)
+        let mut caches: Vec<Cache> = wave.iter().map(|&j| self.cache_for(jobs[j].0)).collect();
+        let runs: Vec<&[u32]> = wave
+            .iter()
+            .zip(&caches)
+            .map(|(&j, c)| &jobs[j].0[c.len()..])
+            .collect();
+        let logits = {
+            let mut refs: Vec<&mut Cache> = caches.iter_mut().collect();
+            lm.prefill(&runs, &mut refs)?
+        };
+        let prefill = t0.elapsed();
+        self.reused_tokens += caches
+            .iter()
+            .zip(&runs)
+            .map(|(c, r)| c.len() - r.len())
+            .sum::<usize>();
+        let mut ids = Vec::with_capacity(wave.len());
+        for (((&j, cache), logits), sampler) in wave
+            .iter()
+            .zip(caches)
+            .zip(logits.chunks_exact(lm.vocab_size()))
+            .zip(samplers)
+        {
+            let (prompt, params) = jobs[j];
+            self.remember(prompt, &cache);
+            let id = self.next_id;
+            self.next_id += 1;
+            self.seqs.push(Sequence {
+                id,
+                cache,
+                sampler,
+                context: prompt.to_vec(),
+                generated: Vec::new(),
+                stream: TextStream::new(&params.stop),
+                budget: params.max_new_tokens.min(lm.max_context() - prompt.len()),
+                prompt_tokens: prompt.len(),
+                logits: logits.to_vec(),
+                prefill,
+                started: Instant::now(),
+            });
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// Removes a sequence; its result so far, finished as
@@ -288,6 +370,11 @@ impl<'m> Batch<'m> {
         self.seqs = going;
         Ok(events)
     }
+}
+
+/// Tokens `a` and `b` share at their start.
+fn shared_len(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl Sequence {

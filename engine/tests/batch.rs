@@ -219,29 +219,49 @@ fn prompts_sharing_a_prefix_reuse_its_cache_and_generate_the_same() {
         .iter()
         .map(|t| model.encode_prompt(&format!("{stem}{t}")).unwrap())
         .collect();
-        let mut batch = Batch::new(&model);
-        let ids: Vec<SeqId> = prompts
-            .iter()
-            .map(|p| batch.add(p, &params(0)).unwrap())
-            .collect();
-        // The second and third prompts skipped the shared stem.
-        let stem_len = model.encode_prompt(stem).unwrap().len();
-        assert!(
-            batch.reused_prefix_tokens() >= 2 * (stem_len - 2),
-            "{name}: reused {} of a {stem_len}-token stem",
-            batch.reused_prefix_tokens()
-        );
-        let mut done = vec![None; ids.len()];
-        while done.iter().any(Option::is_none) {
-            for e in batch.step().unwrap() {
-                if let Event::Done { id, generation } = e {
-                    done[ids.iter().position(|&x| x == id).unwrap()] = Some(generation);
+        let other = model.encode_prompt("Hello there").unwrap();
+        // One by one, then all in one call (as requests that arrive together
+        // are admitted) with an unrelated prompt and an invalid one among them.
+        for together in [false, true] {
+            let mut batch = Batch::new(&model);
+            let ids: Vec<SeqId> = if together {
+                let p = params(0);
+                let mut jobs: Vec<(&[u32], &GenerateParams)> =
+                    prompts.iter().map(|x| (x.as_slice(), &p)).collect();
+                jobs.insert(1, (&[], &p));
+                jobs.push((&other, &p));
+                let mut results = batch.add_many(&jobs);
+                let empty = results.remove(1).unwrap_err().to_string();
+                assert!(empty.contains("prompt"), "{name}: {empty}");
+                let ids: Vec<SeqId> = results.into_iter().map(Result::unwrap).collect();
+                ids[..3].to_vec()
+            } else {
+                prompts
+                    .iter()
+                    .map(|p| batch.add(p, &params(0)).unwrap())
+                    .collect()
+            };
+            // The second and third prompts skipped the shared stem.
+            let stem_len = model.encode_prompt(stem).unwrap().len();
+            assert!(
+                batch.reused_prefix_tokens() >= 2 * (stem_len - 2),
+                "{name} (together: {together}): reused {} of a {stem_len}-token stem",
+                batch.reused_prefix_tokens()
+            );
+            let mut done = vec![None; ids.len()];
+            while done.iter().any(Option::is_none) {
+                for e in batch.step().unwrap() {
+                    if let Event::Done { id, generation } = e
+                        && let Some(i) = ids.iter().position(|&x| x == id)
+                    {
+                        done[i] = Some(generation);
+                    }
                 }
             }
-        }
-        for (p, got) in prompts.iter().zip(done) {
-            let alone = generate(&model, p, &params(0), |_| ControlFlow::Continue(())).unwrap();
-            assert_eq!(got.unwrap().ids, alone.ids, "{name}");
+            for (p, got) in prompts.iter().zip(done) {
+                let alone = generate(&model, p, &params(0), |_| ControlFlow::Continue(())).unwrap();
+                assert_eq!(got.unwrap().ids, alone.ids, "{name} (together: {together})");
+            }
         }
     }
 }

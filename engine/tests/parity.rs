@@ -100,47 +100,43 @@ fn batched_decode_steps_equal_the_tensor_path(name: &str) {
     }
 }
 
-/// A prefill, whole or in two pieces after a stored prefix, gives the tensor
-/// path's last logits.
+/// A prefill of several sequences in one call (a whole prompt, the rest of one
+/// after a cached prefix, a shorter one) gives each the tensor path's last
+/// logits, and leaves caches that decode as the tensor path's do.
 fn prefill_equals_the_tensor_path(name: &str) {
     let model = load(name);
     let lm = model.lm();
     let input = ids(&reference(name)["input_ids"]);
-    let x = Tensor::new(&input[..], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let want = lm
-        .forward_last(&x, &mut lm.new_cache())
-        .unwrap()
-        .i(0)
-        .unwrap();
-    let mut whole = lm.new_cache();
-    let mut pieces = lm.new_cache();
-    lm.prefill(&input[..5], &mut pieces).unwrap();
-    for (what, got, cache) in [
-        ("whole", lm.prefill(&input, &mut whole).unwrap(), &whole),
-        (
-            "pieces",
-            lm.prefill(&input[5..], &mut pieces).unwrap(),
-            &pieces,
-        ),
-    ] {
-        assert_eq!(cache.len(), input.len(), "{name} {what}");
-        let got = Tensor::new(&got[..], &Device::Cpu).unwrap();
-        let diff = max_abs_diff(&got, &want);
-        assert!(diff < 1e-4, "{name} {what}: {diff}");
+    let tensor_last = |p: &[u32], cache: &mut engine::Cache| {
+        let x = Tensor::new(p, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        lm.forward_last(&x, cache).unwrap().i(0).unwrap()
+    };
+    let mut caches = vec![lm.new_cache(), lm.new_cache(), lm.new_cache()];
+    lm.prefill(&[&input[..5]], &mut [&mut caches[1]]).unwrap();
+    let runs: [&[u32]; 3] = [&input, &input[5..], &input[..7]];
+    let got = {
+        let mut refs: Vec<&mut engine::Cache> = caches.iter_mut().collect();
+        lm.prefill(&runs, &mut refs).unwrap()
+    };
+    let vocab = lm.vocab_size();
+    let wants = [&input[..], &input[..], &input[..7]];
+    for (i, (want, cache)) in wants.iter().zip(&mut caches).enumerate() {
+        assert_eq!(cache.len(), want.len(), "{name} sequence {i}");
+        let expected = tensor_last(want, &mut lm.new_cache());
+        let row = Tensor::new(&got[i * vocab..(i + 1) * vocab], &Device::Cpu).unwrap();
+        let diff = max_abs_diff(&row, &expected);
+        assert!(diff < 1e-4, "{name} sequence {i}: {diff}");
+        // The next token decodes as after the tensor path's prefill.
+        let mut tensor_cache = lm.new_cache();
+        tensor_last(want, &mut tensor_cache);
+        let a = lm.decode_step(&[3], &mut [cache]).unwrap();
+        let b = lm.decode_step(&[3], &mut [&mut tensor_cache]).unwrap();
+        let diff = max_abs_diff(
+            &Tensor::new(&a[..], &Device::Cpu).unwrap(),
+            &Tensor::new(&b[..], &Device::Cpu).unwrap(),
+        );
+        assert!(diff < 1e-4, "{name} sequence {i}, next step: {diff}");
     }
-    // The caches it leaves decode the next token as the tensor path's do.
-    let mut tensor_cache = lm.new_cache();
-    lm.forward_last(&x, &mut tensor_cache).unwrap();
-    let a = lm.decode_step(&[3], &mut [&mut whole]).unwrap();
-    let b = lm.decode_step(&[3], &mut [&mut tensor_cache]).unwrap();
-    let diff = max_abs_diff(
-        &Tensor::new(&a[..], &Device::Cpu).unwrap(),
-        &Tensor::new(&b[..], &Device::Cpu).unwrap(),
-    );
-    assert!(diff < 1e-4, "{name} next step: {diff}");
 }
 
 #[test]

@@ -241,7 +241,7 @@ fn one_run(
 ) -> anyhow::Result<(f64, f64)> {
     let mut cache = lm.new_cache();
     let t = Instant::now();
-    let mut logits = lm.prefill(prompt, &mut cache)?;
+    let mut logits = lm.prefill(&[prompt], &mut [&mut cache])?;
     let prefill = t.elapsed().as_secs_f64();
     let mut caches = vec![cache; batch];
     let t = Instant::now();

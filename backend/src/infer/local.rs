@@ -259,12 +259,13 @@ impl Worker {
         }
     }
 
-    /// Moves queued jobs into the batch (prefilling them) while there is room.
-    /// Blocks while nothing runs. Returns false once the queue is closed and
-    /// nothing is left to do.
+    /// Moves queued jobs into the batch while there is room, prefilling those
+    /// that arrived together in shared passes. Blocks while nothing runs.
+    /// Returns false once the queue is closed and nothing is left to do.
     fn admit(&self, batch: &mut Batch<'_>, clients: &mut HashMap<SeqId, Client>) -> bool {
-        while batch.len() < self.max_batch {
-            let job = if batch.is_empty() {
+        let mut jobs = Vec::new();
+        while batch.len() + jobs.len() < self.max_batch {
+            let job = if batch.is_empty() && jobs.is_empty() {
                 match self.rx.recv() {
                     Ok(job) => job,
                     Err(_) => return false,
@@ -276,17 +277,30 @@ impl Worker {
                 }
             };
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            if job.tx.is_closed() {
-                continue;
+            if !job.tx.is_closed() {
+                jobs.push(job);
             }
-            let reused = batch.reused_prefix_tokens();
-            match batch.add(&job.prompt, &job.params) {
+        }
+        let reused = batch.reused_prefix_tokens();
+        let prompts: Vec<(&[u32], &GenerateParams)> = jobs
+            .iter()
+            .map(|j| (j.prompt.as_slice(), &j.params))
+            .collect();
+        let results = batch.add_many(&prompts);
+        let admitted: u64 = jobs
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(j, _)| j.prompt.len() as u64)
+            .sum();
+        self.metrics.prompt(
+            &self.id,
+            admitted,
+            (batch.reused_prefix_tokens() - reused) as u64,
+        );
+        for (job, result) in jobs.into_iter().zip(results) {
+            match result {
                 Ok(id) => {
-                    self.metrics.prompt(
-                        &self.id,
-                        job.prompt.len() as u64,
-                        (batch.reused_prefix_tokens() - reused) as u64,
-                    );
                     clients.insert(
                         id,
                         Client {

@@ -65,17 +65,30 @@ pub trait CausalLm: Send + Sync {
         Ok(out)
     }
 
-    /// Runs `tokens` after the positions in `cache` (one sequence, which this
-    /// call extends) and returns the logits of the next token (`vocab` values):
-    /// a generation's prefill. Records no gradient. The Llama family runs it on
-    /// plain buffers like [`CausalLm::decode_step`]; others through
+    /// Runs `runs[i]` after the positions in `caches[i]` (one sequence each,
+    /// which this call extends) and returns the logits of each sequence's next
+    /// token (`runs.len() * vocab` values, row-major): the prefill of
+    /// generations. Records no gradient. The Llama family runs every run in one
+    /// pass over the weights on plain buffers, like
+    /// [`CausalLm::decode_step`]; others run them one by one through
     /// [`CausalLm::forward_last`].
-    fn prefill(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
-        let x = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
-        Ok(self
-            .forward_last(&x, cache)?
-            .flatten_all()?
-            .to_vec1::<f32>()?)
+    fn prefill(&self, runs: &[&[u32]], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
+        if runs.len() != caches.len() {
+            return Err(EngineError::invalid(
+                "tokens",
+                format!("{} token runs for {} caches", runs.len(), caches.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(runs.len() * self.vocab_size());
+        for (run, cache) in runs.iter().zip(caches.iter_mut()) {
+            let x = Tensor::new(*run, &Device::Cpu)?.unsqueeze(0)?;
+            out.extend(
+                self.forward_last(&x, cache)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        Ok(out)
     }
 
     /// A fresh, empty cache sized for this model.

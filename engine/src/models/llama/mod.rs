@@ -407,8 +407,8 @@ impl CausalLm for Llama {
         crate::threads::install(|| self.extend_rows(&runs, caches))
     }
 
-    fn prefill(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
-        crate::threads::install(|| self.extend_rows(&[tokens], &mut [cache]))
+    fn prefill(&self, runs: &[&[u32]], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
+        crate::threads::install(|| self.extend_rows(runs, caches))
     }
 
     fn new_cache(&self) -> Cache {
