@@ -54,6 +54,27 @@ fn annotations_come_with_the_papers_record_and_repeat_with_a_seed() {
     let other: AnnotateResponse =
         serde_json::from_str(&post(&server.url("/api/annotate"), &creak_request(6)).body).unwrap();
     assert_ne!(other.annotations, resp.annotations);
+    // The three kinds share the question: all but the first prefill reuse its
+    // cache, and the metrics count every prompt token either way.
+    let prompts: u64 = [&resp, &again, &other]
+        .iter()
+        .flat_map(|r| &r.annotations)
+        .map(|a| a.prompt_tokens as u64)
+        .sum();
+    let metrics = common::get(&server.url("/metrics")).body;
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{model=\"llama-tiny\"}} ")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(counter("teacherlm_prompt_tokens_total"), prompts);
+    let reused = counter("teacherlm_prompt_tokens_reused_total");
+    assert!(
+        reused * 2 > prompts,
+        "{reused} of {prompts} prompt tokens reused"
+    );
 }
 
 #[test]
