@@ -7,14 +7,59 @@
 //! reduces the eight sums with one transpose (the `hadd` tree of llama.cpp's
 //! `ggml_vec_dot_f16` reductions), and keeps the whole output row in registers
 //! while it accumulates the values; calling a dot product per key spent more
-//! time in calls and horizontal sums than in multiply-adds.
+//! time in calls and horizontal sums than in multiply-adds. Keys and values are
+//! f32 or f16 (widened as they load: an f16 cache halves the bytes a step reads,
+//! which is what bounds attention over many sequences).
+
+use half::f16;
+
+/// A cached key or value element: f32, or f16 widened as it is read.
+pub(crate) trait KvElem: Copy + Send + Sync {
+    /// The value as f32.
+    fn to_f32(self) -> f32;
+
+    /// Eight values at `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// `p` points to eight readable values; the CPU has AVX2 and F16C (the
+    /// caller's kernel enables them, and this inlines into it).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl KvElem for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: forwarded to the caller.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl KvElem for f16 {
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded to the caller (16 readable bytes, F16C).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+}
 
 /// Writes `softmax(q . keys^T * scale) . values` into `out`, for `keys` and
 /// `values` of `len` rows of `q.len()` values each; `scores` is scratch space.
-pub fn attend(
+pub(crate) fn attend<E: KvElem>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[E],
+    values: &[E],
     scale: f32,
     out: &mut [f32],
     scores: &mut Vec<f32>,
@@ -34,6 +79,7 @@ pub fn attend(
     if d.is_multiple_of(avx2::CHUNK)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
     {
         // SAFETY: the CPU features were detected at run time; the shapes were
         // checked above and `d` is a multiple of the kernel's chunk.
@@ -45,14 +91,14 @@ pub fn attend(
         return;
     }
     for (s, k) in scores.iter_mut().zip(keys.chunks_exact(d)) {
-        *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+        *s = q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
     }
     let inv = 1.0 / softmax_numerators(scores);
     out.fill(0.0);
     for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
         let p = p * inv;
         for (o, v) in out.iter_mut().zip(v) {
-            *o += p * v;
+            *o += p * v.to_f32();
         }
     }
 }
@@ -67,15 +113,18 @@ fn softmax_numerators(scores: &mut [f32]) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::KvElem;
+
     /// Output values accumulated per pass over the values: eight registers.
     pub(super) const CHUNK: usize = 64;
 
     /// `scores[j] = q . keys[j] * scale`.
     ///
     /// # Safety
-    /// AVX2 and FMA; `keys.len() == scores.len() * q.len()`, `q.len() % 8 == 0`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
+    /// AVX2, FMA and F16C; `keys.len() == scores.len() * q.len()`,
+    /// `q.len() % 8 == 0`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scores<E: KvElem>(q: &[f32], keys: &[E], scale: f32, scores: &mut [f32]) {
         let d = q.len();
         let len = scores.len();
         let scale = _mm256_set1_ps(scale);
@@ -88,7 +137,7 @@ mod avx2 {
                 for c in (0..d).step_by(8) {
                     let qv = _mm256_loadu_ps(q.as_ptr().add(c));
                     for (t, a) in acc.iter_mut().enumerate() {
-                        let k = _mm256_loadu_ps(keys.as_ptr().add((j + t) * d + c));
+                        let k = E::load8(keys.as_ptr().add((j + t) * d + c));
                         *a = _mm256_fmadd_ps(qv, k, *a);
                     }
                 }
@@ -99,7 +148,7 @@ mod avx2 {
             for (jj, s) in scores.iter_mut().enumerate().skip(j) {
                 let mut acc = _mm256_setzero_ps();
                 for c in (0..d).step_by(8) {
-                    let k = _mm256_loadu_ps(keys.as_ptr().add(jj * d + c));
+                    let k = E::load8(keys.as_ptr().add(jj * d + c));
                     acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), k, acc);
                 }
                 let mut lanes = [0f32; 8];
@@ -129,12 +178,12 @@ mod avx2 {
     /// `out = sum_j weights[j] * scale * values[j]`, [`CHUNK`] outputs per pass.
     ///
     /// # Safety
-    /// AVX2 and FMA; `values.len() == weights.len() * out.len()`,
+    /// AVX2, FMA and F16C; `values.len() == weights.len() * out.len()`,
     /// `out.len() % CHUNK == 0`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_sum(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn weighted_sum<E: KvElem>(
         weights: &[f32],
-        values: &[f32],
+        values: &[E],
         scale: f32,
         out: &mut [f32],
     ) {
@@ -146,7 +195,7 @@ mod avx2 {
                 for (t, a) in acc.iter_mut().enumerate() {
                     // SAFETY: row `j` of `values` holds `d` floats and
                     // `c + 8 * t + 8 <= d`.
-                    let v = unsafe { _mm256_loadu_ps(values.as_ptr().add(j * d + c + 8 * t)) };
+                    let v = unsafe { E::load8(values.as_ptr().add(j * d + c + 8 * t)) };
                     *a = _mm256_fmadd_ps(p, v, *a);
                 }
             }
@@ -210,6 +259,18 @@ mod tests {
                     assert!(
                         (*got as f64 - want).abs() < 1e-5,
                         "d {d} len {len}: {got} vs {want}"
+                    );
+                }
+                // An f16 cache: the same attention over the rounded values.
+                let half = |xs: &[f32]| xs.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+                let widen = |xs: &[f16]| xs.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
+                let (k16, v16) = (half(&keys), half(&values));
+                attend(&q, &k16, &v16, scale, &mut out, &mut scratch);
+                let want = reference(&q, &widen(&k16), &widen(&v16), scale);
+                for (got, want) in out.iter().zip(want) {
+                    assert!(
+                        (*got as f64 - want).abs() < 1e-5,
+                        "f16 d {d} len {len}: {got} vs {want}"
                     );
                 }
             }

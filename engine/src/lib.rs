@@ -32,7 +32,7 @@ pub use batch::{Batch, Event, SeqId};
 pub use chat::ChatMessage;
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, generate};
-pub use kv_cache::Cache;
+pub use kv_cache::{Cache, KvPrecision};
 pub use model::{Format, LoadOptions, Model};
 pub use sampling::SamplingParams;
 pub use weights::WeightMode;

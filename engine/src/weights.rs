@@ -280,6 +280,11 @@ impl Linear {
         }
     }
 
+    /// Whether the weight is kept in quantized blocks.
+    pub fn is_quantized(&self) -> bool {
+        !matches!(self.weight, LinearWeight::Dense(_))
+    }
+
     /// Width of the output.
     pub fn out_features(&self) -> usize {
         match &self.weight {

@@ -13,9 +13,10 @@
 use rayon::prelude::*;
 
 use super::{Attention, Llama, Mlp, Rotary};
+use crate::attend::attend;
 use crate::config::RopeStyle;
 use crate::error::{EngineError, Result};
-use crate::kv_cache::Cache;
+use crate::kv_cache::{Cache, KvSlices};
 
 /// Below this many multiply-adds, attention runs on the calling thread: handing
 /// a short context to the pool costs more than it saves.
@@ -165,12 +166,18 @@ impl Attention {
             let (i, pos) = rows[r];
             let view = &views[i];
             debug_assert!(pos < view.len, "row at {pos} of a cache of {}", view.len);
-            let kv = h / group;
             // Causal: the row sees its own position and those before it.
-            let keys = &view.k[kv * view.capacity * d..][..(pos + 1) * d];
-            let values = &view.v[kv * view.capacity * d..][..(pos + 1) * d];
+            let rows = (h / group) * view.capacity * d..;
+            let n = (pos + 1) * d;
             let q = &q[r * q_width + h * d..][..d];
-            crate::attend::attend(q, keys, values, scale, out, scores);
+            match view.kv {
+                KvSlices::F32 { k, v } => {
+                    attend(q, &k[rows.clone()][..n], &v[rows][..n], scale, out, scores)
+                }
+                KvSlices::F16 { k, v } => {
+                    attend(q, &k[rows.clone()][..n], &v[rows][..n], scale, out, scores)
+                }
+            }
         };
         let mut out = vec![0f32; n * q_width];
         let work: usize = rows.iter().map(|&(_, pos)| pos + 1).sum::<usize>() * q_width;

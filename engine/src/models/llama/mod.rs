@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use super::attention::{self, padding_rows};
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::Result;
-use crate::kv_cache::Cache;
+use crate::kv_cache::{Cache, KvPrecision};
 use crate::models::CausalLm;
 use crate::weights::{Checkpoint, Embedding, Linear, RmsNorm};
 
@@ -413,7 +413,19 @@ impl CausalLm for Llama {
     }
 
     fn new_cache(&self) -> Cache {
-        Cache::new(self.cfg.num_hidden_layers, self.cfg.max_position_embeddings)
+        // Quantized weights keep keys and values in f16, as llama.cpp does;
+        // f32 weights (reference numerics, training) keep them in f32.
+        let layer = self.blocks.first().map_or(&self.lm_head, |b| &b.attn.o);
+        let precision = if layer.is_quantized() {
+            KvPrecision::F16
+        } else {
+            KvPrecision::F32
+        };
+        Cache::with_precision(
+            self.cfg.num_hidden_layers,
+            self.cfg.max_position_embeddings,
+            precision,
+        )
     }
 
     fn vocab_size(&self) -> usize {
