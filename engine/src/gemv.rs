@@ -59,11 +59,6 @@ pub fn gemv_rows(w: &[f32], out_f: usize, x: &[f32], m: usize) -> Vec<f32> {
     })
 }
 
-/// `a . b` over the shorter of the two, with the fastest kernel for this CPU.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    dot_f32_kernel()(a, b)
-}
-
 /// The f32 dot product for this CPU: AVX2+FMA when it has them.
 fn dot_f32_kernel() -> fn(&[f32], &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]

@@ -302,35 +302,29 @@ impl QMatrix {
                         dst.set_run(i, r0, &out[..n]);
                     }
                 };
-                let mut i = 0;
-                while i + TILE <= m {
-                    let xs = std::array::from_fn(|k| rows[i + k]);
-                    for (k, out) in kernel
-                        .dot8xn::<TILE>(self.format, w, xs)
-                        .into_iter()
-                        .enumerate()
-                    {
-                        put(i + k, out);
-                    }
-                    i += TILE;
-                }
-                // The last rows as one smaller tile (`TILE` is 8: one arm per
-                // remainder).
+                // Tiles of `TILE` rows, the last one smaller: one arm per tile
+                // size, as the kernel takes its rows as an array.
                 const _: () = assert!(TILE == 8);
-                macro_rules! tail {
+                macro_rules! tiles {
                     ($($n:literal)*) => {
-                        match m - i {
-                            $($n => {
-                                let xs: [_; $n] = std::array::from_fn(|k| rows[i + k]);
-                                for (k, out) in kernel.dot8xn(self.format, w, xs).into_iter().enumerate() {
-                                    put(i + k, out);
-                                }
-                            })*
-                            _ => {}
+                        let mut i = 0;
+                        while i < m {
+                            let n = (m - i).min(TILE);
+                            match n {
+                                $($n => {
+                                    let xs: [_; $n] = std::array::from_fn(|k| rows[i + k]);
+                                    let outs = kernel.dot8xn(self.format, w, xs);
+                                    for (k, out) in outs.into_iter().enumerate() {
+                                        put(i + k, out);
+                                    }
+                                })*
+                                _ => unreachable!("a tile holds 1 to {TILE} rows"),
+                            }
+                            i += n;
                         }
                     };
                 }
-                tail!(1 2 3 4 5 6 7);
+                tiles!(1 2 3 4 5 6 7 8);
             }
         })
     }
