@@ -1,15 +1,19 @@
-//! One query head's attention over a cached sequence, the inner loop of a
-//! decode step: `softmax(q . K^T * scale) . V`.
+//! The attention of a group of query heads over a cached sequence, the inner
+//! loop of a decode step: `softmax(q_h . K^T * scale) . V` for each head `h`
+//! that shares the key/value head `K`, `V` (grouped-query attention).
 //!
-//! With many sequences in a step this runs once per sequence, head and layer
-//! (24 sequences of SmolLM2: 6,480 times a step), each over a short context, so
-//! per-call costs decide its speed. The AVX2 path scores eight keys per pass and
-//! reduces the eight sums with one transpose (the `hadd` tree of llama.cpp's
-//! `ggml_vec_dot_f16` reductions), and keeps the whole output row in registers
-//! while it accumulates the values; calling a dot product per key spent more
-//! time in calls and horizontal sums than in multiply-adds. Keys and values are
-//! f32 or f16 (widened as they load: an f16 cache halves the bytes a step reads,
-//! which is what bounds attention over many sequences).
+//! With many sequences in a step this runs once per sequence, key/value head
+//! and layer (24 sequences of SmolLM2: 2,160 times a step), each over a short
+//! context, so per-call costs decide its speed. The AVX2 path scores eight keys
+//! per pass and reduces the eight sums with one transpose (the `hadd` tree of
+//! llama.cpp's `ggml_vec_dot_f16` reductions), and keeps the output rows in
+//! registers while it accumulates the values; calling a dot product per key
+//! spent more time in calls and horizontal sums than in multiply-adds. Keys and
+//! values are f32 or f16 (widened as they load: an f16 cache halves the bytes a
+//! step reads, which is what bounds attention over many sequences), and each is
+//! read once for all the heads of its group: on one core, 24 sequences x 30
+//! layers x 3 key/value heads over 100 f16 positions took 8.4 ms grouped
+//! against 10.5 ms one query head at a time.
 
 use half::f16;
 
@@ -54,59 +58,114 @@ impl KvElem for f16 {
     }
 }
 
-/// Writes `softmax(q . keys^T * scale) . values` into `out`, for `keys` and
-/// `values` of `len` rows of `q.len()` values each; `scores` is scratch space.
+/// Most query heads scored against one pass over the keys: four keep the
+/// weighted sum's accumulators, the heads' weights and a value vector inside
+/// the sixteen AVX2 registers.
+const MAX_GROUP: usize = 4;
+
+/// Writes `softmax(q_h . keys^T * scale) . values` into `out` for each query head
+/// `h` of `q` (`q.len() / head_dim` heads of `head_dim` values, all attending to
+/// the same `keys` and `values` of `head_dim` values per row: the query heads
+/// of one key/value head under grouped-query attention). `scratch` is reused
+/// space.
+///
+/// The heads of a group share each key and value as it is read (and, from an
+/// f16 cache, widened): with SmolLM2's three query heads per key/value head,
+/// a third of the loads and conversions of one head at a time.
 pub(crate) fn attend<E: KvElem>(
     q: &[f32],
+    head_dim: usize,
     keys: &[E],
     values: &[E],
     scale: f32,
     out: &mut [f32],
-    scores: &mut Vec<f32>,
+    scratch: &mut Vec<f32>,
 ) {
-    let d = q.len();
+    let d = head_dim;
     assert!(
-        d > 0 && keys.len() == values.len() && keys.len().is_multiple_of(d) && out.len() == d,
-        "attention over keys {} / values {} of width {d} into {}",
+        d > 0
+            && q.len().is_multiple_of(d)
+            && keys.len() == values.len()
+            && keys.len().is_multiple_of(d)
+            && out.len() == q.len(),
+        "attention of {} query values over keys {} / values {} of width {d} into {}",
+        q.len(),
         keys.len(),
         values.len(),
         out.len()
     );
     let len = keys.len() / d;
-    scores.clear();
-    scores.resize(len, 0.0);
-    #[cfg(target_arch = "x86_64")]
-    if d.is_multiple_of(avx2::CHUNK)
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
-        // SAFETY: the CPU features were detected at run time; the shapes were
-        // checked above and `d` is a multiple of the kernel's chunk.
-        unsafe {
-            avx2::scores(q, keys, scale, scores);
-            let inv = 1.0 / softmax_numerators(scores);
-            avx2::weighted_sum(scores, values, inv, out);
+    for (q, out) in q.chunks(MAX_GROUP * d).zip(out.chunks_mut(MAX_GROUP * d)) {
+        let heads = q.len() / d;
+        // Every score and key-block value is written before it is read, so
+        // the scratch only grows (zeroing it per call was a visible cost).
+        let need = heads * len + avx2_key_block(d);
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
         }
-        return;
-    }
-    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(d)) {
-        *s = q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
-    }
-    let inv = 1.0 / softmax_numerators(scores);
-    out.fill(0.0);
-    for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
-        let p = p * inv;
-        for (o, v) in out.iter_mut().zip(v) {
-            *o += p * v.to_f32();
+        let (scores, block) = scratch[..need].split_at_mut(heads * len);
+        #[cfg(target_arch = "x86_64")]
+        if d.is_multiple_of(avx2::CHUNK)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the CPU features were detected at run time; the shapes
+            // were checked above, `d` is a multiple of the kernel's chunk and
+            // `block` holds eight keys.
+            unsafe {
+                avx2::scores(q, d, keys, scale, scores, block);
+                softmax_rows(scores, len);
+                match heads {
+                    1 => avx2::weighted_sum::<E, 1, 8>(scores, values, out),
+                    2 => avx2::weighted_sum::<E, 2, 4>(scores, values, out),
+                    3 => avx2::weighted_sum::<E, 3, 2>(scores, values, out),
+                    _ => avx2::weighted_sum::<E, 4, 2>(scores, values, out),
+                }
+            }
+            continue;
+        }
+        // Only the AVX2 scores kernel stages keys.
+        let _ = block;
+        for ((q, out), scores) in q
+            .chunks_exact(d)
+            .zip(out.chunks_exact_mut(d))
+            .zip(scores.chunks_exact_mut(len))
+        {
+            for (s, k) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+                *s = q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
+            }
+            let inv = 1.0 / softmax_numerators(scores);
+            out.fill(0.0);
+            for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
+                let p = p * inv;
+                for (o, v) in out.iter_mut().zip(v) {
+                    *o += p * v.to_f32();
+                }
+            }
         }
     }
 }
 
-/// `exp(s - max)` in place; returns their sum.
+/// Scratch floats the AVX2 scores kernel needs for one block of keys.
+fn avx2_key_block(d: usize) -> usize {
+    8 * d
+}
+
+/// Each head's `len` scores turned into its softmax weights, in place.
+#[cfg(target_arch = "x86_64")]
+fn softmax_rows(scores: &mut [f32], len: usize) {
+    for s in scores.chunks_exact_mut(len) {
+        let inv = 1.0 / softmax_numerators(s);
+        s.iter_mut().for_each(|p| *p *= inv);
+    }
+}
+
+/// `exp(s - max)` in place; returns their sum. (The maximum eight lanes at a
+/// time: a scalar `fold` is a chain of dependent `max`es, which over thousands
+/// of short score rows per step cost more than the exponentials.)
 fn softmax_numerators(scores: &mut [f32]) -> f32 {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    crate::vmath::exp_shifted(scores, max)
+    crate::vmath::exp_shifted(scores, crate::vmath::max(scores))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -115,49 +174,70 @@ mod avx2 {
 
     use super::KvElem;
 
-    /// Output values accumulated per pass over the values: eight registers.
+    /// Head widths the kernels take: a multiple of the widest value pass.
     pub(super) const CHUNK: usize = 64;
 
-    /// `scores[j] = q . keys[j] * scale`.
+    /// `scores[h * len + j] = q_h . keys[j] * scale` for each head `h` of `q`.
+    /// Eight keys at a time are widened once into `block` and scored against
+    /// every head from there.
     ///
     /// # Safety
-    /// AVX2, FMA and F16C; `keys.len() == scores.len() * q.len()`,
-    /// `q.len() % 8 == 0`.
+    /// AVX2, FMA and F16C; `q.len() == heads * d` with `d % 8 == 0`,
+    /// `keys.len() == len * d`, `scores.len() == heads * len` and
+    /// `block.len() >= 8 * d`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn scores<E: KvElem>(q: &[f32], keys: &[E], scale: f32, scores: &mut [f32]) {
-        let d = q.len();
-        let len = scores.len();
+    pub(super) unsafe fn scores<E: KvElem>(
+        q: &[f32],
+        d: usize,
+        keys: &[E],
+        scale: f32,
+        scores: &mut [f32],
+        block: &mut [f32],
+    ) {
+        let (heads, len) = (q.len() / d, keys.len() / d);
         let scale = _mm256_set1_ps(scale);
         let mut j = 0;
-        // SAFETY (all loads below): key `j + t` for `t < 8` and `c + 8 <= d` lies
-        // inside `keys` while `j + 8 <= len`; `q` holds `d` floats.
+        // SAFETY (all loads and stores below): key `j + t` for `t < 8` and
+        // `c + 8 <= d` lies inside `keys` while `j + 8 <= len`; `block` holds
+        // eight keys of `d`; `q` holds `heads` rows of `d` and `scores` `heads`
+        // rows of `len`.
         unsafe {
             while j + 8 <= len {
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for c in (0..d).step_by(8) {
-                    let qv = _mm256_loadu_ps(q.as_ptr().add(c));
-                    for (t, a) in acc.iter_mut().enumerate() {
+                for t in 0..8 {
+                    for c in (0..d).step_by(8) {
                         let k = E::load8(keys.as_ptr().add((j + t) * d + c));
-                        *a = _mm256_fmadd_ps(qv, k, *a);
+                        _mm256_storeu_ps(block.as_mut_ptr().add(t * d + c), k);
                     }
                 }
-                let s = _mm256_mul_ps(transpose_sum(acc), scale);
-                _mm256_storeu_ps(scores.as_mut_ptr().add(j), s);
+                for h in 0..heads {
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for c in (0..d).step_by(8) {
+                        let qv = _mm256_loadu_ps(q.as_ptr().add(h * d + c));
+                        for (t, a) in acc.iter_mut().enumerate() {
+                            let k = _mm256_loadu_ps(block.as_ptr().add(t * d + c));
+                            *a = _mm256_fmadd_ps(qv, k, *a);
+                        }
+                    }
+                    let s = _mm256_mul_ps(transpose_sum(acc), scale);
+                    _mm256_storeu_ps(scores.as_mut_ptr().add(h * len + j), s);
+                }
                 j += 8;
             }
-            for (jj, s) in scores.iter_mut().enumerate().skip(j) {
-                let mut acc = _mm256_setzero_ps();
-                for c in (0..d).step_by(8) {
-                    let k = E::load8(keys.as_ptr().add(jj * d + c));
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), k, acc);
+            for jj in j..len {
+                for h in 0..heads {
+                    let mut acc = _mm256_setzero_ps();
+                    for c in (0..d).step_by(8) {
+                        let k = E::load8(keys.as_ptr().add(jj * d + c));
+                        let qv = _mm256_loadu_ps(q.as_ptr().add(h * d + c));
+                        acc = _mm256_fmadd_ps(qv, k, acc);
+                    }
+                    let mut lanes = [0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(acc, scale));
+                    scores[h * len + jj] = lanes.iter().sum();
                 }
-                let mut lanes = [0f32; 8];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(acc, scale));
-                *s = lanes.iter().sum();
             }
         }
     }
-
     /// Lane `t` of the result is the sum of the lanes of `a[t]`.
     #[target_feature(enable = "avx2")]
     fn transpose_sum(a: [__m256; 8]) -> __m256 {
@@ -175,33 +255,43 @@ mod avx2 {
         )
     }
 
-    /// `out = sum_j weights[j] * scale * values[j]`, [`CHUNK`] outputs per pass.
+    /// `out_h = sum_j weights[h * len + j] * values[j]` for each of the
+    /// `G` heads, `V` vectors of eight outputs per head per pass over the
+    /// values: each value vector is loaded (and widened) once for all heads,
+    /// and `G * V` accumulators (8 to 12) hide the multiply-add latency.
     ///
     /// # Safety
-    /// AVX2, FMA and F16C; `values.len() == weights.len() * out.len()`,
-    /// `out.len() % CHUNK == 0`.
+    /// AVX2, FMA and F16C; `out.len() == G * d` and `weights.len() == G * len`
+    /// for `values.len() == len * d`, with `d % (8 * V) == 0`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn weighted_sum<E: KvElem>(
+    pub(super) unsafe fn weighted_sum<E: KvElem, const G: usize, const V: usize>(
         weights: &[f32],
         values: &[E],
-        scale: f32,
         out: &mut [f32],
     ) {
-        let d = out.len();
-        for c in (0..d).step_by(CHUNK) {
-            let mut acc = [_mm256_setzero_ps(); CHUNK / 8];
-            for (j, &w) in weights.iter().enumerate() {
-                let p = _mm256_set1_ps(w * scale);
-                for (t, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: row `j` of `values` holds `d` floats and
-                    // `c + 8 * t + 8 <= d`.
-                    let v = unsafe { E::load8(values.as_ptr().add(j * d + c + 8 * t)) };
-                    *a = _mm256_fmadd_ps(p, v, *a);
+        let d = out.len() / G;
+        let len = weights.len() / G;
+        for c in (0..d).step_by(8 * V) {
+            let mut acc = [[_mm256_setzero_ps(); V]; G];
+            for j in 0..len {
+                // SAFETY: row `j` of `values` holds `d` values and
+                // `c + 8 * V <= d`.
+                let v: [__m256; V] = std::array::from_fn(|t| unsafe {
+                    E::load8(values.as_ptr().add(j * d + c + 8 * t))
+                });
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `h < G` and `j < len`.
+                    let p = unsafe { _mm256_broadcast_ss(&*weights.as_ptr().add(h * len + j)) };
+                    for (a, v) in acc.iter_mut().zip(v) {
+                        *a = _mm256_fmadd_ps(p, v, *a);
+                    }
                 }
             }
-            for (t, a) in acc.iter().enumerate() {
-                // SAFETY: `c + 8 * t + 8 <= d = out.len()`.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * t), *a) };
+            for (h, acc) in acc.iter().enumerate() {
+                for (t, a) in acc.iter().enumerate() {
+                    // SAFETY: `h * d + c + 8 * t + 8 <= G * d = out.len()`.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(h * d + c + 8 * t), *a) };
+                }
             }
         }
     }
@@ -238,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_f64_attention_for_any_length_and_width() {
+    fn matches_f64_attention_for_any_length_width_and_group() {
         let mut seed = 7u64;
         let mut next = || {
             seed ^= seed << 13;
@@ -247,31 +337,41 @@ mod tests {
             (seed % 2001) as f32 / 1000.0 - 1.0
         };
         let mut scratch = Vec::new();
+        let half = |xs: &[f32]| xs.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+        let widen = |xs: &[f16]| xs.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
         for d in [64, 128, 40] {
             for len in [1, 7, 8, 9, 23, 130] {
-                let q: Vec<f32> = (0..d).map(|_| next()).collect();
-                let keys: Vec<f32> = (0..len * d).map(|_| next() * 3.0).collect();
-                let values: Vec<f32> = (0..len * d).map(|_| next()).collect();
-                let mut out = vec![f32::NAN; d];
-                let scale = 1.0 / (d as f32).sqrt();
-                attend(&q, &keys, &values, scale, &mut out, &mut scratch);
-                for (got, want) in out.iter().zip(reference(&q, &keys, &values, scale)) {
-                    assert!(
-                        (*got as f64 - want).abs() < 1e-5,
-                        "d {d} len {len}: {got} vs {want}"
-                    );
-                }
-                // An f16 cache: the same attention over the rounded values.
-                let half = |xs: &[f32]| xs.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
-                let widen = |xs: &[f16]| xs.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
-                let (k16, v16) = (half(&keys), half(&values));
-                attend(&q, &k16, &v16, scale, &mut out, &mut scratch);
-                let want = reference(&q, &widen(&k16), &widen(&v16), scale);
-                for (got, want) in out.iter().zip(want) {
-                    assert!(
-                        (*got as f64 - want).abs() < 1e-5,
-                        "f16 d {d} len {len}: {got} vs {want}"
-                    );
+                // 1 to 4 heads go through one kernel call; 5 and 9 are split.
+                for heads in [1, 2, 3, 4, 5, 9] {
+                    let q: Vec<f32> = (0..heads * d).map(|_| next()).collect();
+                    let keys: Vec<f32> = (0..len * d).map(|_| next() * 3.0).collect();
+                    let values: Vec<f32> = (0..len * d).map(|_| next()).collect();
+                    let scale = 1.0 / (d as f32).sqrt();
+                    let (k16, v16) = (half(&keys), half(&values));
+                    let mut out = vec![f32::NAN; heads * d];
+                    let mut out16 = vec![f32::NAN; heads * d];
+                    attend(&q, d, &keys, &values, scale, &mut out, &mut scratch);
+                    // An f16 cache: the same attention over the rounded values.
+                    attend(&q, d, &k16, &v16, scale, &mut out16, &mut scratch);
+                    for h in 0..heads {
+                        let qh = &q[h * d..(h + 1) * d];
+                        let cases = [
+                            (&out, reference(qh, &keys, &values, scale)),
+                            (&out16, reference(qh, &widen(&k16), &widen(&v16), scale)),
+                        ];
+                        for (got, want) in cases {
+                            for (g, w) in got[h * d..(h + 1) * d].iter().zip(want) {
+                                assert!(
+                                    (*g as f64 - w).abs() < 1e-5,
+                                    "d {d} len {len} head {h} of {heads}: {g} vs {w}"
+                                );
+                            }
+                        }
+                        // A head gets the same bits alone as in its group.
+                        let mut alone = vec![f32::NAN; d];
+                        attend(qh, d, &k16, &v16, scale, &mut alone, &mut scratch);
+                        assert_eq!(alone, out16[h * d..(h + 1) * d], "d {d} len {len} head {h}");
+                    }
                 }
             }
         }

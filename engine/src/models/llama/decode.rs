@@ -159,37 +159,51 @@ impl Attention {
             .collect::<Result<Vec<_>>>()?;
         let group = self.heads / self.kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
-        // One task per (row, head): a batch spreads over every thread however
-        // short each sequence's context is.
-        let head = |t: usize, out: &mut [f32], scores: &mut Vec<f32>| {
-            let (r, h) = (t / self.heads, t % self.heads);
+        // One task per (row, key/value head), attending with that head's group
+        // of query heads (adjacent in `q` and in the output): a batch spreads
+        // over every thread however short each sequence's context is, and
+        // each cached key and value is read once per group.
+        let task = |t: usize, out: &mut [f32], scratch: &mut Vec<f32>| {
+            let (r, kv) = (t / self.kv_heads, t % self.kv_heads);
             let (i, pos) = rows[r];
             let view = &views[i];
             debug_assert!(pos < view.len, "row at {pos} of a cache of {}", view.len);
             // Causal: the row sees its own position and those before it.
-            let rows = (h / group) * view.capacity * d..;
+            let rows = kv * view.capacity * d..;
             let n = (pos + 1) * d;
-            let q = &q[r * q_width + h * d..][..d];
+            let q = &q[r * q_width + kv * group * d..][..group * d];
             match view.kv {
-                KvSlices::F32 { k, v } => {
-                    attend(q, &k[rows.clone()][..n], &v[rows][..n], scale, out, scores)
-                }
-                KvSlices::F16 { k, v } => {
-                    attend(q, &k[rows.clone()][..n], &v[rows][..n], scale, out, scores)
-                }
+                KvSlices::F32 { k, v } => attend(
+                    q,
+                    d,
+                    &k[rows.clone()][..n],
+                    &v[rows][..n],
+                    scale,
+                    out,
+                    scratch,
+                ),
+                KvSlices::F16 { k, v } => attend(
+                    q,
+                    d,
+                    &k[rows.clone()][..n],
+                    &v[rows][..n],
+                    scale,
+                    out,
+                    scratch,
+                ),
             }
         };
         let mut out = vec![0f32; n * q_width];
         let work: usize = rows.iter().map(|&(_, pos)| pos + 1).sum::<usize>() * q_width;
         if work < PARALLEL_ATTENTION_WORK {
-            let mut scores = Vec::new();
-            out.chunks_exact_mut(d)
+            let mut scratch = Vec::new();
+            out.chunks_exact_mut(group * d)
                 .enumerate()
-                .for_each(|(t, o)| head(t, o, &mut scores));
+                .for_each(|(t, o)| task(t, o, &mut scratch));
         } else {
-            out.par_chunks_mut(d)
+            out.par_chunks_mut(group * d)
                 .enumerate()
-                .for_each_init(Vec::new, |scores, (t, o)| head(t, o, scores));
+                .for_each_init(Vec::new, |scratch, (t, o)| task(t, o, scratch));
         }
         drop(views);
         self.o.forward_rows(&out, n)
