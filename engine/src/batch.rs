@@ -61,9 +61,19 @@ struct Sequence {
     budget: usize,
     prompt_tokens: usize,
     /// Logits of the next token, from the prefill or the last step.
-    logits: Vec<f32>,
+    logits: Logits,
     prefill: Duration,
     started: Instant,
+}
+
+/// Where a sequence's next-token logits are.
+enum Logits {
+    /// Its own, from its prefill.
+    Own(Vec<f32>),
+    /// Row `r` of the batch's last decode step: a step of many sequences over
+    /// a large vocabulary is megabytes of logits, not worth a copy per
+    /// sequence.
+    Row(usize),
 }
 
 /// Shortest shared prefix worth reusing, in tokens.
@@ -81,6 +91,8 @@ pub struct Batch<'m> {
     prefixes: Vec<(Vec<u32>, Cache)>,
     /// Prompt tokens whose prefill was skipped by reusing a prefix.
     reused_tokens: usize,
+    /// The last decode step's logits, a row per sequence that went on.
+    step_logits: Vec<f32>,
 }
 
 impl<'m> Batch<'m> {
@@ -92,6 +104,7 @@ impl<'m> Batch<'m> {
             next_id: 0,
             prefixes: Vec::new(),
             reused_tokens: 0,
+            step_logits: Vec::new(),
         }
     }
 
@@ -275,7 +288,7 @@ impl<'m> Batch<'m> {
                 stream: TextStream::new(&params.stop),
                 budget: params.max_new_tokens.min(lm.max_context() - prompt.len()),
                 prompt_tokens: prompt.len(),
-                logits: logits.to_vec(),
+                logits: Logits::Own(logits.to_vec()),
                 prefill,
                 started: Instant::now(),
             });
@@ -302,16 +315,30 @@ impl<'m> Batch<'m> {
         let mut going = Vec::with_capacity(self.seqs.len());
         // Sampling is independent per sequence and, over a large vocabulary,
         // costs as much as a small model's step: it runs on the engine's pool.
+        let vocab = self.model.lm().vocab_size();
+        let mut rows: Vec<Option<&mut [f32]>> =
+            self.step_logits.chunks_exact_mut(vocab).map(Some).collect();
+        let mut work: Vec<_> = self
+            .seqs
+            .iter_mut()
+            .map(|seq| {
+                let logits = match &mut seq.logits {
+                    Logits::Own(own) => own.as_mut_slice(),
+                    Logits::Row(r) => rows[*r].take().expect("one sequence per row"),
+                };
+                let more = seq.generated.len() < seq.budget;
+                (&mut seq.sampler, seq.context.as_slice(), more, logits)
+            })
+            .collect();
         let nexts: Vec<Option<u32>> = crate::threads::install(|| {
             use rayon::prelude::*;
-            self.seqs
-                .par_iter_mut()
-                .map(|seq| {
-                    (seq.generated.len() < seq.budget)
-                        .then(|| seq.sampler.sample(&mut seq.logits, &seq.context))
+            work.par_iter_mut()
+                .map(|(sampler, context, more, logits)| {
+                    more.then(|| sampler.sample(logits, context))
                 })
                 .collect()
         });
+        drop(work);
         for (mut seq, next) in std::mem::take(&mut self.seqs).into_iter().zip(nexts) {
             let finish = if let Some(next) = next {
                 if eos.contains(&next) {
@@ -360,11 +387,9 @@ impl<'m> Batch<'m> {
         if !going.is_empty() {
             let tokens: Vec<u32> = going.iter().map(|s| *s.context.last().unwrap()).collect();
             let mut caches: Vec<&mut Cache> = going.iter_mut().map(|s| &mut s.cache).collect();
-            let logits = self.model.lm().decode_step(&tokens, &mut caches)?;
-            let vocab = logits.len() / tokens.len();
-            for (seq, row) in going.iter_mut().zip(logits.chunks_exact(vocab)) {
-                seq.logits.clear();
-                seq.logits.extend_from_slice(row);
+            self.step_logits = self.model.lm().decode_step(&tokens, &mut caches)?;
+            for (r, seq) in going.iter_mut().enumerate() {
+                seq.logits = Logits::Row(r);
             }
         }
         self.seqs = going;

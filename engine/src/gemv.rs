@@ -46,10 +46,18 @@ pub fn gemv(w: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// `x W^T` for `W` `(out_f, in_f)` row-major and `m` rows of `x`: `m * out_f`
 /// values, row-major.
 pub fn gemv_rows(w: &[f32], out_f: usize, x: &[f32], m: usize) -> Vec<f32> {
+    gemv_rows_parts(w, &[out_f], x, m).pop().expect("one part")
+}
+
+/// [`gemv_rows`] of a `W` that stacks several projections (`widths` of them
+/// sum to its rows), each projection's `m * widths[p]` outputs in its own
+/// buffer.
+pub fn gemv_rows_parts(w: &[f32], widths: &[usize], x: &[f32], m: usize) -> Vec<Vec<f32>> {
+    let out_f: usize = widths.iter().sum();
     let in_f = w.len() / out_f.max(1);
     debug_assert_eq!(x.len(), m * in_f);
     let dot = dot_f32_kernel();
-    crate::threads::par_features(m, out_f, 64, |features, dst| {
+    crate::threads::par_features_parts(m, widths, 64, |features, dst| {
         for r in features {
             let w = &w[r * in_f..(r + 1) * in_f];
             for (i, x) in x.chunks_exact(in_f).enumerate() {

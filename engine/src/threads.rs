@@ -36,50 +36,116 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// `[m, rows]` outputs (row-major) of a matrix product with `m` input rows and
 /// `rows` output features, computed on the calling pool in stripes of `stripe`
 /// features. `fill(features, out)` computes a range of features for every input
-/// row and writes them with [`Stripe::set`]. A stripe owns its features for every
-/// input row, so each weight row is read from memory once per call whatever `m`
-/// is, and results land in place (no transpose, no second buffer).
+/// row and writes each of them once with [`Stripe::set`] (or a run setter). A
+/// stripe owns its features for every input row, so each weight row is read
+/// from memory once per call whatever `m` is, and results land in place (no
+/// transpose, no second buffer). The buffer is not zeroed first (for a
+/// many-sequence step's LM head that was megabytes of stores per step): every
+/// stripe must write all of its `m * features` values, which is checked.
 pub fn par_features(
     m: usize,
     rows: usize,
     stripe: usize,
     fill: impl Fn(Range<usize>, &mut Stripe<'_>) + Sync,
 ) -> Vec<f32> {
+    par_features_parts(m, &[rows], stripe, fill)
+        .pop()
+        .expect("one part")
+}
+
+/// [`par_features`] for a product whose features are several outputs side by
+/// side (a fused query/key/value or gate/up projection): feature `r` of part
+/// `p` lands in part `p`'s own `[m, widths[p]]` buffer, so the parts need no
+/// copying out of a shared matrix afterwards.
+pub fn par_features_parts(
+    m: usize,
+    widths: &[usize],
+    stripe: usize,
+    fill: impl Fn(Range<usize>, &mut Stripe<'_>) + Sync,
+) -> Vec<Vec<f32>> {
     use rayon::prelude::*;
     let stripe = stripe.max(1);
-    let mut out = vec![0f32; m * rows];
-    let base = SharedOut(out.as_mut_ptr());
+    let rows: usize = widths.iter().sum();
+    let mut outs: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(m * w)).collect();
+    let mut start = 0;
+    let parts = Parts(
+        outs.iter_mut()
+            .zip(widths)
+            .map(|(out, &width)| {
+                start += width;
+                Part {
+                    ptr: out.as_mut_ptr(),
+                    start: start - width,
+                    width,
+                }
+            })
+            .collect(),
+    );
     (0..rows.div_ceil(stripe)).into_par_iter().for_each(|t| {
         let features = t * stripe..((t + 1) * stripe).min(rows);
         let mut s = Stripe {
-            base: &base,
+            parts: &parts,
             m,
-            rows,
             features: features.clone(),
+            written: 0,
         };
-        fill(features, &mut s);
+        fill(features.clone(), &mut s);
+        assert_eq!(
+            s.written,
+            m * features.len(),
+            "a stripe left outputs of features {features:?} unwritten"
+        );
     });
-    out
+    for (out, w) in outs.iter_mut().zip(widths) {
+        // SAFETY: the capacity holds `m * w` values, and every one was
+        // written: each stripe wrote as many in-range values as it owns
+        // (asserted above), and the stripes cover every feature of every part
+        // once. A panicking stripe unwinds past this line, dropping the
+        // buffers with no values.
+        unsafe { out.set_len(m * w) };
+    }
+    outs
 }
 
-/// The output buffer of [`par_features`], shared by its tasks, each of which
-/// writes only its own features (so no two tasks touch the same element).
-struct SharedOut(*mut f32);
+/// One output buffer of [`par_features_parts`]: features `start..start + width`.
+struct Part {
+    ptr: *mut f32,
+    start: usize,
+    width: usize,
+}
 
-// SAFETY: the pointer is only written through `Stripe::set`, which keeps each
-// task to its own, disjoint, range of features, while `par_features` holds the
-// buffer alive and unborrowed until every task has finished.
-unsafe impl Sync for SharedOut {}
+/// The output buffers of [`par_features_parts`], shared by its tasks, each of
+/// which writes only its own features (so no two tasks touch the same element).
+struct Parts(Vec<Part>);
+
+// SAFETY: the pointers are only written through `Stripe`'s setters, which keep
+// each task to its own, disjoint, range of features, while
+// `par_features_parts` holds the buffers alive and unborrowed until every task
+// has finished.
+unsafe impl Sync for Parts {}
 
 /// Where one task of [`par_features`] writes: its features, for every row.
 pub struct Stripe<'a> {
-    base: &'a SharedOut,
+    parts: &'a Parts,
     m: usize,
-    rows: usize,
     features: Range<usize>,
+    /// Values set so far (each position is meant to be set once).
+    written: usize,
 }
 
 impl Stripe<'_> {
+    /// The part holding feature `r`, and `r`'s column in it.
+    #[inline]
+    fn locate(&self, r: usize) -> (&Part, usize) {
+        let part = self
+            .parts
+            .0
+            .iter()
+            .find(|p| r < p.start + p.width)
+            .expect("a feature inside the product");
+        (part, r - part.start)
+    }
+
     /// Sets output feature `r` (inside this stripe's range) of input row `i`.
     #[inline]
     pub fn set(&mut self, i: usize, r: usize, value: f32) {
@@ -87,9 +153,11 @@ impl Stripe<'_> {
             i < self.m && self.features.contains(&r),
             "row {i} feature {r} outside the stripe"
         );
-        // SAFETY: in bounds (checked above) of the `m * rows` buffer, and no
-        // other task writes feature `r` (the stripes are disjoint).
-        unsafe { *self.base.0.add(i * self.rows + r) = value };
+        let (part, c) = self.locate(r);
+        // SAFETY: in bounds (checked above) of the part's `m * width` buffer,
+        // and no other task writes feature `r` (the stripes are disjoint).
+        unsafe { *part.ptr.add(i * part.width + c) = value };
+        self.written += 1;
     }
 
     /// [`Stripe::set_run`] for a run whose length is known at compile time: the
@@ -103,12 +171,19 @@ impl Stripe<'_> {
             "row {i} features {r}..{} outside the stripe",
             r + N
         );
-        // SAFETY: as in `set`, for each element of the run.
-        unsafe { (self.base.0.add(i * self.rows + r) as *mut [f32; N]).write_unaligned(*values) };
+        let (part, c) = self.locate(r);
+        if c + N > part.width {
+            // The run crosses into the next part.
+            return self.set_run(i, r, values);
+        }
+        // SAFETY: as in `set`, for each element of the run, which lies inside
+        // one part.
+        unsafe { (part.ptr.add(i * part.width + c) as *mut [f32; N]).write_unaligned(*values) };
+        self.written += N;
     }
 
     /// Sets features `r..r + values.len()` (inside this stripe's range) of input
-    /// row `i`: one bounds check and one copy for a run of outputs.
+    /// row `i`: one bounds check and one copy per part the run touches.
     #[inline]
     pub fn set_run(&mut self, i: usize, r: usize, values: &[f32]) {
         let end = r + values.len();
@@ -116,13 +191,86 @@ impl Stripe<'_> {
             i < self.m && r >= self.features.start && end <= self.features.end,
             "row {i} features {r}..{end} outside the stripe"
         );
-        // SAFETY: as in `set`, for each element of the run.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                values.as_ptr(),
-                self.base.0.add(i * self.rows + r),
-                values.len(),
-            )
-        };
+        let (mut r, mut values) = (r, values);
+        while !values.is_empty() {
+            let (part, c) = self.locate(r);
+            let n = values.len().min(part.width - c);
+            // SAFETY: as in `set`, for each element of the run's piece, which
+            // lies inside one part.
+            unsafe {
+                std::ptr::copy_nonoverlapping(values.as_ptr(), part.ptr.add(i * part.width + c), n)
+            };
+            self.written += n;
+            (r, values) = (r + n, &values[n..]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_feature_of_every_row_lands_in_place() {
+        let out = install(|| {
+            par_features(3, 37, 8, |features, dst| {
+                for r in features {
+                    for i in 0..3 {
+                        dst.set(i, r, (i * 100 + r) as f32);
+                    }
+                }
+            })
+        });
+        let want: Vec<f32> = (0..3)
+            .flat_map(|i| (0..37).map(move |r| (i * 100 + r) as f32))
+            .collect();
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn parts_get_their_features_whatever_the_runs() {
+        // Widths that runs of eight straddle, set by runs, arrays and singles.
+        let widths = [5, 12, 3, 20];
+        let rows: usize = widths.iter().sum();
+        let value = |i: usize, r: usize| (i * 1000 + r) as f32;
+        let parts = install(|| {
+            par_features_parts(2, &widths, 8, |features, dst| {
+                for i in 0..2 {
+                    let mut r = features.start;
+                    while r + 8 <= features.end {
+                        dst.set_array(i, r, &std::array::from_fn::<_, 8, _>(|k| value(i, r + k)));
+                        r += 8;
+                    }
+                    if r + 2 <= features.end {
+                        dst.set_run(i, r, &[value(i, r), value(i, r + 1)]);
+                        r += 2;
+                    }
+                    for r in r..features.end {
+                        dst.set(i, r, value(i, r));
+                    }
+                }
+            })
+        });
+        let mut start = 0;
+        for (part, &w) in parts.iter().zip(&widths) {
+            let want: Vec<f32> = (0..2)
+                .flat_map(|i| (start..start + w).map(move |r| value(i, r)))
+                .collect();
+            assert_eq!(part, &want, "part at {start}");
+            start += w;
+        }
+        assert_eq!(start, rows);
+    }
+
+    #[test]
+    #[should_panic(expected = "unwritten")]
+    fn a_stripe_that_skips_an_output_is_caught() {
+        install(|| {
+            par_features(2, 16, 8, |features, dst| {
+                for r in features {
+                    dst.set(0, r, 1.0);
+                }
+            })
+        });
     }
 }

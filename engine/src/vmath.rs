@@ -1,7 +1,7 @@
-//! Elementwise `exp`, maximum and threshold search over slices, eight lanes at
-//! a time on AVX2, for the parts of a decode step that are not matrix products:
-//! the softmax of attention, the SiLU of the MLP, and the sampler's normaliser
-//! and candidates. With many sequences in a step these are millions of `expf`
+//! Elementwise `exp`, maximum, sum of squares and threshold search over slices,
+//! eight lanes at a time on AVX2, for the parts of a decode step that are not
+//! matrix products: the softmax of attention, RMSNorm, the SiLU of the MLP, and
+//! the sampler's normaliser and candidates. With many sequences in a step these are millions of `expf`
 //! calls and scans of the whole vocabulary per token; libm's scalar `expf` alone
 //! was a tenth of the step.
 //!
@@ -37,6 +37,26 @@ pub fn sum_exp_scaled(xs: &[f32], shift: f32, scale: f32) -> f32 {
         return unsafe { avx2::sum_exp_scaled(xs, shift, scale) };
     }
     xs.iter().map(|&x| ((x - shift) * scale).exp()).sum()
+}
+
+/// `sum(x^2)` over `xs` (RMSNorm's statistic), in eight lanes: a plain `sum`
+/// is one chain of dependent additions, which for every row of every norm of a
+/// many-sequence step ran on one core while the others waited.
+pub fn sum_squares(xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU features were detected at run time.
+        return unsafe { avx2::sum_squares(xs) };
+    }
+    let mut lanes = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += x * x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().map(|x| x * x).sum::<f32>()
 }
 
 /// SwiGLU's gate: `g[i] = silu(g[i]) * u[i]`, with `silu(x) = x / (1 + exp(-x))`.
@@ -174,6 +194,26 @@ mod avx2 {
             .chain(tail)
             .copied()
             .fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn sum_squares(xs: &[f32]) -> f32 {
+        // Four accumulators: the multiply-adds of one chunk overlap.
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let chunks = xs.chunks_exact(32);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `c` holds 32 floats.
+                let v = unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * k)) };
+                *a = _mm256_fmadd_ps(v, v, *a);
+            }
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut l = [0f32; 8];
+        // SAFETY: `l` holds eight floats.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
+        l.iter().sum::<f32>() + tail.iter().map(|x| x * x).sum::<f32>()
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -341,6 +381,19 @@ mod tests {
             max(&[1.0, f32::NAN, 3.0, 2.0, 0.0, 0.0, 0.0, 0.0, f32::NAN]),
             3.0
         );
+    }
+
+    #[test]
+    fn sum_squares_matches_f64() {
+        let xs: Vec<f32> = grid().into_iter().map(|x| (x * 1.7).cos() * x).collect();
+        for len in [0, 1, 7, 8, 31, 32, 33, 576, 4001] {
+            let want: f64 = xs[..len].iter().map(|&x| x as f64 * x as f64).sum();
+            let got = sum_squares(&xs[..len]) as f64;
+            assert!(
+                (got - want).abs() <= 1e-6 * want.max(1.0),
+                "{len}: {got} vs {want}"
+            );
+        }
     }
 
     #[test]

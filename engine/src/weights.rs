@@ -381,28 +381,65 @@ impl Linear {
     /// `x W^T + b` for `m` rows of `x` given as plain values (a decode step):
     /// `m * out_features` values, row-major. Records no gradient.
     pub fn forward_rows(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        let mut y = match &self.weight {
+        Ok(self
+            .forward_rows_parts(x, m, &[self.out_features()])?
+            .pop()
+            .expect("one part"))
+    }
+
+    /// [`Linear::forward_rows`] of a fused projection ([`Linear::fuse`]): the
+    /// outputs of each stacked projection (`widths`, summing to
+    /// `out_features`) in their own `m * width` buffer, written there by the
+    /// matrix product itself rather than copied out of one shared matrix.
+    pub fn forward_rows_parts(
+        &self,
+        x: &[f32],
+        m: usize,
+        widths: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut parts = match &self.weight {
             LinearWeight::Dense(w) => {
-                let out = w.dim(0)?;
-                with_values(w, |w| crate::gemv::gemv_rows(w, out, x, m))?
+                with_values(w, |w| crate::gemv::gemv_rows_parts(w, widths, x, m))?
             }
-            LinearWeight::Quant(q) => q.matmul(x, m),
+            LinearWeight::Quant(q) => q.matmul_parts(x, m, widths),
             LinearWeight::Quantized(q) => {
                 let x = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
-                q.forward(&x)?.flatten_all()?.to_vec1::<f32>()?
+                let y = q.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+                split_rows(&y, m, widths)
             }
         };
         if let Some(b) = &self.bias {
             with_values(b, |b| {
-                for row in y.chunks_exact_mut(b.len()) {
-                    for (o, b) in row.iter_mut().zip(b) {
-                        *o += b;
+                let mut start = 0;
+                for (part, &w) in parts.iter_mut().zip(widths) {
+                    for row in part.chunks_exact_mut(w) {
+                        for (o, b) in row.iter_mut().zip(&b[start..start + w]) {
+                            *o += b;
+                        }
                     }
+                    start += w;
                 }
             })?;
         }
-        Ok(y)
+        Ok(parts)
     }
+}
+
+/// The columns of each part (`widths` side by side) of `m` rows of `y`.
+fn split_rows(y: &[f32], m: usize, widths: &[usize]) -> Vec<Vec<f32>> {
+    let total: usize = widths.iter().sum();
+    let mut start = 0;
+    widths
+        .iter()
+        .map(|&w| {
+            let mut part = Vec::with_capacity(m * w);
+            for row in y.chunks_exact(total) {
+                part.extend_from_slice(&row[start..start + w]);
+            }
+            start += w;
+            part
+        })
+        .collect()
 }
 
 /// A token embedding table.
@@ -466,11 +503,12 @@ impl RmsNorm {
     }
 
     /// Normalises each row of `x` (plain values, rows of the weight's width) into
-    /// `out`, with candle's arithmetic (`x / sqrt(mean(x^2) + eps) * w`).
+    /// `out`, with candle's formula (`x / sqrt(mean(x^2) + eps) * w`; the sum of
+    /// squares in eight lanes, so it agrees with candle to rounding).
     pub fn forward_rows(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
         with_values(&self.weight, |w| {
             for (x, out) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
-                let sum2: f32 = x.iter().map(|v| v * v).sum();
+                let sum2 = crate::vmath::sum_squares(x);
                 let m = (sum2 / w.len() as f32 + self.eps).sqrt();
                 for ((o, x), w) in out.iter_mut().zip(x).zip(w) {
                     *o = x / m * w;

@@ -263,6 +263,20 @@ impl QMatrix {
 
     /// `y = x W^T` for `x` of `m` rows of `cols` values; returns `m * rows` values.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_parts(x, m, &[self.rows])
+            .pop()
+            .expect("one part")
+    }
+
+    /// [`QMatrix::matmul`] of a matrix that stacks several projections
+    /// ([`QMatrix::concat`]), each projection's `m * widths[p]` outputs in its
+    /// own buffer (`widths` sum to `rows`).
+    pub fn matmul_parts(&self, x: &[f32], m: usize, widths: &[usize]) -> Vec<Vec<f32>> {
+        assert_eq!(
+            widths.iter().sum::<usize>(),
+            self.rows,
+            "the parts' widths cover the matrix's rows"
+        );
         let nb = self.cols / QK;
         let mut xq = vec![
             BlockQ81 {
@@ -288,7 +302,7 @@ impl QMatrix {
         // Whole groups per stripe; about eight stripes per thread balance the load.
         let groups = self.rows.div_ceil(GROUP);
         let stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
-        crate::threads::par_features(m, self.rows, stripe, |features, dst| {
+        crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
             let rows: Vec<&[BlockQ81]> = xq.chunks_exact(nb).collect();
             for g in features.start / GROUP..features.end.div_ceil(GROUP) {
                 let w = self.group(g);

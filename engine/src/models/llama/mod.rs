@@ -135,24 +135,7 @@ impl Projections {
     fn forward_rows(&self, x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
         match self {
             Self::Separate(parts) => parts.iter().map(|p| p.forward_rows(x, m)).collect(),
-            Self::Fused { linear, widths } => {
-                let y = linear.forward_rows(x, m)?;
-                let total: usize = widths.iter().sum();
-                let mut start = 0;
-                Ok(widths
-                    .iter()
-                    .map(|&w| {
-                        // A copy per row: an element-wise iterator over a few
-                        // hundred thousand values was a few percent of a step.
-                        let mut part = Vec::with_capacity(m * w);
-                        for row in y.chunks_exact(total) {
-                            part.extend_from_slice(&row[start..start + w]);
-                        }
-                        start += w;
-                        part
-                    })
-                    .collect())
-            }
+            Self::Fused { linear, widths } => linear.forward_rows_parts(x, m, widths),
         }
     }
 
