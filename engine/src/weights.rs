@@ -405,7 +405,7 @@ impl Linear {
             LinearWeight::Quantized(q) => {
                 let x = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
                 let y = q.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
-                split_rows(&y, m, widths)
+                split_rows(y, m, widths)
             }
         };
         if let Some(b) = &self.bias {
@@ -426,7 +426,10 @@ impl Linear {
 }
 
 /// The columns of each part (`widths` side by side) of `m` rows of `y`.
-fn split_rows(y: &[f32], m: usize, widths: &[usize]) -> Vec<Vec<f32>> {
+fn split_rows(y: Vec<f32>, m: usize, widths: &[usize]) -> Vec<Vec<f32>> {
+    if widths.len() == 1 {
+        return vec![y];
+    }
     let total: usize = widths.iter().sum();
     let mut start = 0;
     widths
