@@ -63,11 +63,13 @@ impl KvElem for f16 {
 /// the sixteen AVX2 registers.
 const MAX_GROUP: usize = 4;
 
-/// Writes `softmax(q_h . keys^T * scale) . values` into `out` for each query head
-/// `h` of `q` (`q.len() / head_dim` heads of `head_dim` values, all attending to
-/// the same `keys` and `values` of `head_dim` values per row: the query heads
-/// of one key/value head under grouped-query attention). `scratch` is reused
-/// space.
+/// Writes `softmax(q_h . K^T * scale) . V` into `out` for each query head `h`
+/// of `q` (`q.len() / head_dim` heads of `head_dim` values, all attending to
+/// the same keys and values: the query heads of one key/value head under
+/// grouped-query attention). `K` and `V` are the `runs` one after another
+/// (`(keys, values)` of `head_dim` values per position: a shared prompt
+/// prefix, then a sequence's own positions); a position's score and weight do
+/// not depend on which run it sits in or where. `scratch` is reused space.
 ///
 /// The heads of a group share each key and value as it is read (and, from an
 /// f16 cache, widened): with SmolLM2's three query heads per key/value head,
@@ -75,8 +77,7 @@ const MAX_GROUP: usize = 4;
 pub(crate) fn attend<E: KvElem>(
     q: &[f32],
     head_dim: usize,
-    keys: &[E],
-    values: &[E],
+    runs: &[(&[E], &[E])],
     scale: f32,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
@@ -85,16 +86,18 @@ pub(crate) fn attend<E: KvElem>(
     assert!(
         d > 0
             && q.len().is_multiple_of(d)
-            && keys.len() == values.len()
-            && keys.len().is_multiple_of(d)
-            && out.len() == q.len(),
-        "attention of {} query values over keys {} / values {} of width {d} into {}",
+            && out.len() == q.len()
+            && runs
+                .iter()
+                .all(|(k, v)| k.len() == v.len() && k.len().is_multiple_of(d)),
+        "attention of {} query values of width {d} into {}, over runs of keys/values {:?}",
         q.len(),
-        keys.len(),
-        values.len(),
-        out.len()
+        out.len(),
+        runs.iter()
+            .map(|(k, v)| (k.len(), v.len()))
+            .collect::<Vec<_>>()
     );
-    let len = keys.len() / d;
+    let len: usize = runs.iter().map(|(k, _)| k.len() / d).sum();
     for (q, out) in q.chunks(MAX_GROUP * d).zip(out.chunks_mut(MAX_GROUP * d)) {
         let heads = q.len() / d;
         // Every score and key-block value is written before it is read, so
@@ -111,33 +114,45 @@ pub(crate) fn attend<E: KvElem>(
             && std::arch::is_x86_feature_detected!("f16c")
         {
             // SAFETY: the CPU features were detected at run time; the shapes
-            // were checked above, `d` is a multiple of the kernel's chunk and
-            // `block` holds eight keys.
+            // were checked above, `d` is a multiple of the kernel's chunk,
+            // `block` holds eight keys and each run's positions lie inside
+            // the `len` scores of a head.
             unsafe {
-                avx2::scores(q, d, keys, scale, scores, block);
+                let mut at = 0;
+                for (keys, _) in runs {
+                    avx2::scores(q, d, keys, scale, scores, len, at, block);
+                    at += keys.len() / d;
+                }
                 softmax_rows(scores, len);
-                match heads {
-                    1 => avx2::weighted_sum::<E, 1, 8>(scores, values, out),
-                    2 => avx2::weighted_sum::<E, 2, 4>(scores, values, out),
-                    3 => avx2::weighted_sum::<E, 3, 2>(scores, values, out),
-                    _ => avx2::weighted_sum::<E, 4, 2>(scores, values, out),
+                let mut at = 0;
+                for (i, (_, values)) in runs.iter().enumerate() {
+                    let go = (&*scores, len, at, *values, &mut *out, i > 0);
+                    match heads {
+                        1 => avx2::weighted_sum::<E, 1, 8>(go),
+                        2 => avx2::weighted_sum::<E, 2, 4>(go),
+                        3 => avx2::weighted_sum::<E, 3, 2>(go),
+                        _ => avx2::weighted_sum::<E, 4, 2>(go),
+                    }
+                    at += values.len() / d;
                 }
             }
             continue;
         }
         // Only the AVX2 scores kernel stages keys.
         let _ = block;
+        let keys = || runs.iter().flat_map(|(k, _)| k.chunks_exact(d));
+        let values = || runs.iter().flat_map(|(_, v)| v.chunks_exact(d));
         for ((q, out), scores) in q
             .chunks_exact(d)
             .zip(out.chunks_exact_mut(d))
             .zip(scores.chunks_exact_mut(len))
         {
-            for (s, k) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+            for (s, k) in scores.iter_mut().zip(keys()) {
                 *s = q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
             }
             let inv = 1.0 / softmax_numerators(scores);
             out.fill(0.0);
-            for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
+            for (p, v) in scores.iter().zip(values()) {
                 let p = p * inv;
                 for (o, v) in out.iter_mut().zip(v) {
                     *o += p * v.to_f32();
@@ -177,14 +192,17 @@ mod avx2 {
     /// Head widths the kernels take: a multiple of the widest value pass.
     pub(super) const CHUNK: usize = 64;
 
-    /// `scores[h * len + j] = q_h . keys[j] * scale` for each head `h` of `q`.
-    /// Eight keys at a time are widened once into `block` and scored against
-    /// every head from there.
+    /// `scores[h * len + at + j] = q_h . keys[j] * scale` for each head `h` of
+    /// `q`. Eight keys at a time are widened once into `block` and scored
+    /// against every head from there; the last few go through the same code
+    /// padded with zero keys, so a key's score does not depend on where it
+    /// sits.
     ///
     /// # Safety
     /// AVX2, FMA and F16C; `q.len() == heads * d` with `d % 8 == 0`,
-    /// `keys.len() == len * d`, `scores.len() == heads * len` and
-    /// `block.len() >= 8 * d`.
+    /// `keys.len() == n * d` with `at + n <= len`, `scores.len() == heads *
+    /// len` and `block.len() >= 8 * d`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn scores<E: KvElem>(
         q: &[f32],
@@ -192,20 +210,27 @@ mod avx2 {
         keys: &[E],
         scale: f32,
         scores: &mut [f32],
+        len: usize,
+        at: usize,
         block: &mut [f32],
     ) {
-        let (heads, len) = (q.len() / d, keys.len() / d);
+        let (heads, n) = (q.len() / d, keys.len() / d);
         let scale = _mm256_set1_ps(scale);
         let mut j = 0;
-        // SAFETY (all loads and stores below): key `j + t` for `t < 8` and
-        // `c + 8 <= d` lies inside `keys` while `j + 8 <= len`; `block` holds
-        // eight keys of `d`; `q` holds `heads` rows of `d` and `scores` `heads`
-        // rows of `len`.
+        // SAFETY (all loads and stores below): key `j + t` for `t < m` and
+        // `c + 8 <= d` lies inside `keys`; `block` holds eight keys of `d`;
+        // `q` holds `heads` rows of `d`; `scores` holds `heads` rows of `len`
+        // and `at + j + m <= len`.
         unsafe {
-            while j + 8 <= len {
+            while j < n {
+                let m = (n - j).min(8);
                 for t in 0..8 {
                     for c in (0..d).step_by(8) {
-                        let k = E::load8(keys.as_ptr().add((j + t) * d + c));
+                        let k = if t < m {
+                            E::load8(keys.as_ptr().add((j + t) * d + c))
+                        } else {
+                            _mm256_setzero_ps()
+                        };
                         _mm256_storeu_ps(block.as_mut_ptr().add(t * d + c), k);
                     }
                 }
@@ -219,25 +244,20 @@ mod avx2 {
                         }
                     }
                     let s = _mm256_mul_ps(transpose_sum(acc), scale);
-                    _mm256_storeu_ps(scores.as_mut_ptr().add(h * len + j), s);
-                }
-                j += 8;
-            }
-            for jj in j..len {
-                for h in 0..heads {
-                    let mut acc = _mm256_setzero_ps();
-                    for c in (0..d).step_by(8) {
-                        let k = E::load8(keys.as_ptr().add(jj * d + c));
-                        let qv = _mm256_loadu_ps(q.as_ptr().add(h * d + c));
-                        acc = _mm256_fmadd_ps(qv, k, acc);
+                    let dst = scores.as_mut_ptr().add(h * len + at + j);
+                    if m == 8 {
+                        _mm256_storeu_ps(dst, s);
+                    } else {
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), s);
+                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, m);
                     }
-                    let mut lanes = [0f32; 8];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(acc, scale));
-                    scores[h * len + jj] = lanes.iter().sum();
                 }
+                j += m;
             }
         }
     }
+
     /// Lane `t` of the result is the sum of the lanes of `a[t]`.
     #[target_feature(enable = "avx2")]
     fn transpose_sum(a: [__m256; 8]) -> __m256 {
@@ -255,33 +275,43 @@ mod avx2 {
         )
     }
 
-    /// `out_h = sum_j weights[h * len + j] * values[j]` for each of the
-    /// `G` heads, `V` vectors of eight outputs per head per pass over the
-    /// values: each value vector is loaded (and widened) once for all heads,
-    /// and `G * V` accumulators (8 to 12) hide the multiply-add latency.
+    /// `out_h (+)= sum_j weights[h * len + at + j] * values[j]` for each of
+    /// the `G` heads (adding to `out` when `add`, else overwriting it), `V`
+    /// vectors of eight outputs per head per pass over the values: each value
+    /// vector is loaded (and widened) once for all heads, and `G * V`
+    /// accumulators (8 to 12) hide the multiply-add latency. Summing a run
+    /// after another continues the same additions in the same order.
     ///
     /// # Safety
-    /// AVX2, FMA and F16C; `out.len() == G * d` and `weights.len() == G * len`
-    /// for `values.len() == len * d`, with `d % (8 * V) == 0`.
+    /// AVX2, FMA and F16C; `out.len() == G * d`, `weights.len() == G * len`
+    /// and `values.len() == n * d` with `at + n <= len` and
+    /// `d % (8 * V) == 0`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn weighted_sum<E: KvElem, const G: usize, const V: usize>(
-        weights: &[f32],
-        values: &[E],
-        out: &mut [f32],
+        (weights, len, at, values, out, add): (&[f32], usize, usize, &[E], &mut [f32], bool),
     ) {
         let d = out.len() / G;
-        let len = weights.len() / G;
+        let n = values.len() / d;
         for c in (0..d).step_by(8 * V) {
             let mut acc = [[_mm256_setzero_ps(); V]; G];
-            for j in 0..len {
+            if add {
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    for (t, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: `h * d + c + 8 * t + 8 <= G * d = out.len()`.
+                        *a = unsafe { _mm256_loadu_ps(out.as_ptr().add(h * d + c + 8 * t)) };
+                    }
+                }
+            }
+            for j in 0..n {
                 // SAFETY: row `j` of `values` holds `d` values and
                 // `c + 8 * V <= d`.
                 let v: [__m256; V] = std::array::from_fn(|t| unsafe {
                     E::load8(values.as_ptr().add(j * d + c + 8 * t))
                 });
                 for (h, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: `h < G` and `j < len`.
-                    let p = unsafe { _mm256_broadcast_ss(&*weights.as_ptr().add(h * len + j)) };
+                    // SAFETY: `h < G` and `at + j < len`.
+                    let p =
+                        unsafe { _mm256_broadcast_ss(&*weights.as_ptr().add(h * len + at + j)) };
                     for (a, v) in acc.iter_mut().zip(v) {
                         *a = _mm256_fmadd_ps(p, v, *a);
                     }
@@ -350,9 +380,9 @@ mod tests {
                     let (k16, v16) = (half(&keys), half(&values));
                     let mut out = vec![f32::NAN; heads * d];
                     let mut out16 = vec![f32::NAN; heads * d];
-                    attend(&q, d, &keys, &values, scale, &mut out, &mut scratch);
+                    attend(&q, d, &[(&keys, &values)], scale, &mut out, &mut scratch);
                     // An f16 cache: the same attention over the rounded values.
-                    attend(&q, d, &k16, &v16, scale, &mut out16, &mut scratch);
+                    attend(&q, d, &[(&k16, &v16)], scale, &mut out16, &mut scratch);
                     for h in 0..heads {
                         let qh = &q[h * d..(h + 1) * d];
                         let cases = [
@@ -369,8 +399,24 @@ mod tests {
                         }
                         // A head gets the same bits alone as in its group.
                         let mut alone = vec![f32::NAN; d];
-                        attend(qh, d, &k16, &v16, scale, &mut alone, &mut scratch);
+                        attend(qh, d, &[(&k16, &v16)], scale, &mut alone, &mut scratch);
                         assert_eq!(alone, out16[h * d..(h + 1) * d], "d {d} len {len} head {h}");
+                    }
+                    // The same positions split into a prefix run and the
+                    // rest (a shared prompt prefix): the same bits.
+                    for cut in [0, 1, len / 2, len.saturating_sub(1), len] {
+                        let (kp, kr) = k16.split_at(cut * d);
+                        let (vp, vr) = v16.split_at(cut * d);
+                        let mut split = vec![f32::NAN; heads * d];
+                        attend(
+                            &q,
+                            d,
+                            &[(kp, vp), (kr, vr)],
+                            scale,
+                            &mut split,
+                            &mut scratch,
+                        );
+                        assert_eq!(split, out16, "d {d} len {len} heads {heads} cut {cut}");
                     }
                 }
             }

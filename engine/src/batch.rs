@@ -13,11 +13,12 @@
 //! A batch also remembers the caches of its recent prompts: a new prompt that
 //! starts with a long stretch of one of them (TeacherLM's three kinds differ
 //! only in their last few tokens; sampled paths of one question share all of
-//! it) copies that cache and prefills only the rest, as vLLM's automatic prefix
-//! caching does. Prompts that arrive together ([`Batch::add_many`]) prefill in
+//! it) starts from that cache, shared rather than copied ([`Cache::on_prefix`]),
+//! and prefills only the rest, as vLLM's automatic prefix caching does. Prompts that arrive together ([`Batch::add_many`]) prefill in
 //! shared passes over the weights, a prompt waiting for the pass of another it
 //! starts like.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{EngineError, Result};
@@ -88,7 +89,7 @@ pub struct Batch<'m> {
     seqs: Vec<Sequence>,
     next_id: SeqId,
     /// Recent prompts and their caches right after prefill, oldest first.
-    prefixes: Vec<(Vec<u32>, Cache)>,
+    prefixes: Vec<(Vec<u32>, Arc<Cache>)>,
     /// Prompt tokens whose prefill was skipped by reusing a prefix.
     reused_tokens: usize,
     /// The last decode step's logits, a row per sequence that went on.
@@ -126,25 +127,27 @@ impl<'m> Batch<'m> {
             .filter(|&(shared, _)| shared >= MIN_SHARED_PREFIX)
     }
 
-    /// A cache holding the longest stored prefix of `prompt`, or an empty cache.
+    /// A cache starting with the longest stored prefix of `prompt` (shared,
+    /// not copied), or an empty cache.
     fn cache_for(&self, prompt: &[u32]) -> Cache {
-        match self.stored_prefix(prompt) {
-            Some((shared, i)) => {
-                let mut cache = self.prefixes[i].1.clone();
-                cache.truncate(shared);
-                cache
-            }
-            None => self.model.lm().new_cache(),
-        }
+        self.stored_prefix(prompt)
+            .and_then(|(shared, i)| Cache::on_prefix(Arc::clone(&self.prefixes[i].1), shared).ok())
+            .unwrap_or_else(|| self.model.lm().new_cache())
     }
 
     /// Remembers `prompt`'s cache, evicting the oldest beyond the memory budget.
+    /// Stored caches are flat (their own copy of every position), so a cache
+    /// made from one has at most two parts.
     fn remember(&mut self, prompt: &[u32], cache: &Cache) {
-        if prompt.len() < MIN_SHARED_PREFIX || cache.bytes() > PREFIX_STORE_BYTES / 2 {
+        if prompt.len() < MIN_SHARED_PREFIX {
+            return;
+        }
+        let mut flat = cache.clone();
+        if flat.flatten().is_err() || flat.bytes() > PREFIX_STORE_BYTES / 2 {
             return;
         }
         self.prefixes.retain(|(p, _)| p != prompt);
-        self.prefixes.push((prompt.to_vec(), cache.clone()));
+        self.prefixes.push((prompt.to_vec(), Arc::new(flat)));
         let mut total: usize = self.prefixes.iter().map(|(_, c)| c.bytes()).sum();
         while total > PREFIX_STORE_BYTES {
             total -= self.prefixes.remove(0).1.bytes();

@@ -9,6 +9,8 @@
 //! step of many sequences reads every cached position, and at f32 that read was
 //! most of attention's time.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -84,6 +86,13 @@ impl Buf {
         match self {
             Self::F32(v) => v.capacity() * std::mem::size_of::<f32>(),
             Self::F16(v) => v.capacity() * std::mem::size_of::<f16>(),
+        }
+    }
+
+    fn precision(&self) -> KvPrecision {
+        match self {
+            Self::F32(_) => KvPrecision::F32,
+            Self::F16(_) => KvPrecision::F16,
         }
     }
 }
@@ -177,10 +186,25 @@ impl Layer {
 }
 
 /// Per-layer keys and values of the tokens seen so far.
+///
+/// A cache may start with the first positions of another, shared and frozen
+/// ([`Cache::on_prefix`]): the prompts of TeacherLM's three kinds differ only
+/// in their last tokens, so their sequences read one copy of the question's
+/// keys and values instead of three (less memory, and attention over many
+/// sequences is bound by reading them). Its own buffers hold the positions
+/// after the shared ones.
 #[derive(Debug, Clone)]
 pub struct Cache {
     layers: Vec<Layer>,
     max_len: usize,
+    shared: Option<Shared>,
+}
+
+/// The first `len` positions of a frozen cache that a [`Cache`] starts with.
+#[derive(Debug, Clone)]
+struct Shared {
+    cache: Arc<Cache>,
+    len: usize,
 }
 
 /// Keys and values of one layer in their stored precision.
@@ -189,12 +213,59 @@ pub(crate) enum KvSlices<'a> {
     F16 { k: &'a [f16], v: &'a [f16] },
 }
 
-/// One layer of a single-sequence cache, for a decode step: keys and values
-/// `[heads, capacity, dim]`, of which positions `..len` are written.
-pub(crate) struct LayerView<'a> {
+/// Keys and values `[heads, capacity, dim]` of one layer of a single sequence,
+/// of which positions `..len` count.
+pub(crate) struct KvRun<'a> {
     pub kv: KvSlices<'a>,
     pub len: usize,
     pub capacity: usize,
+}
+
+/// One layer of a single-sequence cache, for a decode step: the shared
+/// prefix's positions (if any), then the cache's own.
+pub(crate) struct LayerView<'a> {
+    pub prefix: Option<KvRun<'a>>,
+    pub own: KvRun<'a>,
+}
+
+impl LayerView<'_> {
+    /// Positions in the view.
+    pub fn len(&self) -> usize {
+        self.prefix.as_ref().map_or(0, |p| p.len) + self.own.len
+    }
+}
+
+impl Layer {
+    /// The layer's buffers and written positions as a run.
+    fn run(&self, len: usize) -> KvRun<'_> {
+        let kv = match (&self.k, &self.v) {
+            (Buf::F32(k), Buf::F32(v)) => KvSlices::F32 { k, v },
+            (Buf::F16(k), Buf::F16(v)) => KvSlices::F16 { k, v },
+            _ => unreachable!("a layer's buffers share one precision"),
+        };
+        KvRun {
+            kv,
+            len,
+            capacity: self.capacity,
+        }
+    }
+
+    /// This layer's first `n` positions followed by those of `own`.
+    fn joined(&self, n: usize, own: &Layer) -> Result<Layer> {
+        let mut out = self.clone();
+        out.len = n;
+        if own.len > 0 {
+            out.reserve(own.batch, own.heads, own.dim, own.len)?;
+            let (d, cap) = (out.dim, out.capacity);
+            for (dst, src) in [(&mut out.k, &own.k), (&mut out.v, &own.v)] {
+                for r in 0..own.batch * own.heads {
+                    dst.copy_from((r * cap + n) * d, src, r * own.capacity * d, own.len * d);
+                }
+            }
+            out.len += own.len;
+        }
+        Ok(out)
+    }
 }
 
 impl Cache {
@@ -208,18 +279,65 @@ impl Cache {
         Self {
             layers: vec![Layer::new(precision); layers],
             max_len,
+            shared: None,
         }
+    }
+
+    /// An empty cache of the same kind as `prefix` that starts with its first
+    /// `len` positions, shared rather than copied.
+    pub fn on_prefix(prefix: Arc<Cache>, len: usize) -> Result<Self> {
+        if let Some(s) = &prefix.shared {
+            if len <= s.len {
+                return Self::on_prefix(Arc::clone(&s.cache), len);
+            }
+            // A prefix that itself starts on a shared one: copied flat, so a
+            // view has at most two parts.
+            let mut flat = (*prefix).clone();
+            flat.flatten()?;
+            flat.truncate(len);
+            return Ok(flat);
+        }
+        let len = len.min(prefix.len());
+        Ok(Self {
+            layers: prefix
+                .layers
+                .iter()
+                .map(|l| Layer::new(l.k.precision()))
+                .collect(),
+            max_len: prefix.max_len,
+            shared: Some(Shared { cache: prefix, len }),
+        })
+    }
+
+    /// Copies any shared prefix into this cache's own buffers.
+    pub fn flatten(&mut self) -> Result<()> {
+        let Some(s) = self.shared.take() else {
+            return Ok(());
+        };
+        self.layers = s
+            .cache
+            .layers
+            .iter()
+            .zip(&self.layers)
+            .map(|(p, own)| p.joined(s.len, own))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    /// Positions taken from a shared prefix.
+    fn shared_len(&self) -> usize {
+        self.shared.as_ref().map_or(0, |s| s.len)
     }
 
     /// Positions already cached.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.len)
+        self.shared_len() + self.layers.first().map_or(0, |l| l.len)
     }
 
     /// Positions already cached for one layer (layers fill one after another
     /// during a forward pass).
     pub fn len_of(&self, layer: usize) -> usize {
-        self.layers[layer].len
+        self.shared_len() + self.layers[layer].len
     }
 
     /// Whether nothing is cached yet.
@@ -234,13 +352,16 @@ impl Cache {
 
     /// Sequences cached side by side (0 while empty).
     pub fn batch(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.batch)
+        match &self.shared {
+            Some(s) => s.cache.batch(),
+            None => self.layers.first().map_or(0, |l| l.batch),
+        }
     }
 
     /// Fails, rather than silently attending past the trained range, when `extra`
     /// more positions would exceed the context length.
     pub(crate) fn check_room(&self, layer: usize, extra: usize) -> Result<()> {
-        let needed = self.layers[layer].len + extra;
+        let needed = self.len_of(layer) + extra;
         if needed > self.max_len {
             return Err(EngineError::invalid(
                 "prompt",
@@ -262,6 +383,8 @@ impl Cache {
             ));
         }
         self.check_room(layer, t)?;
+        // The tensor path works on one buffer: a shared prefix is copied in.
+        self.flatten()?;
         let first = self.layers[layer].len == 0;
         let l = &mut self.layers[layer];
         l.reserve(b, h, d, t)?;
@@ -287,19 +410,19 @@ impl Cache {
         let l = &mut self.layers[layer];
         l.reserve(1, heads, k.len() / heads, 1)?;
         l.write(k, v, 1);
-        let kv = match (&l.k, &l.v) {
-            (Buf::F32(k), Buf::F32(v)) => KvSlices::F32 { k, v },
-            (Buf::F16(k), Buf::F16(v)) => KvSlices::F16 { k, v },
-            _ => unreachable!("a layer's buffers share one precision"),
-        };
+        let l = &self.layers[layer];
         Ok(LayerView {
-            kv,
-            len: l.len,
-            capacity: l.capacity,
+            prefix: self
+                .shared
+                .as_ref()
+                .filter(|s| s.len > 0)
+                .map(|s| s.cache.layers[layer].run(s.len)),
+            own: l.run(l.len),
         })
     }
 
-    /// Bytes the cache's buffers hold (allocated, not only written).
+    /// Bytes the cache's own buffers hold (allocated, not only written; a
+    /// shared prefix is counted where it is stored).
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(|l| l.k.bytes() + l.v.bytes()).sum()
     }
@@ -307,13 +430,21 @@ impl Cache {
     /// Keeps only the first `len` positions (no-op when it holds fewer): a cache
     /// of a shared prompt prefix, reused for another prompt.
     pub fn truncate(&mut self, len: usize) {
+        let own = match &mut self.shared {
+            Some(s) => {
+                s.len = s.len.min(len);
+                len - s.len
+            }
+            None => len,
+        };
         for l in &mut self.layers {
-            l.len = l.len.min(len);
+            l.len = l.len.min(own);
         }
     }
 
     /// Forgets every cached position.
     pub fn reset(&mut self) {
+        self.shared = None;
         for l in &mut self.layers {
             l.len = 0;
         }
@@ -361,13 +492,98 @@ mod tests {
         // A decode step (one sequence) sees stored values through its view.
         let mut one = Cache::with_precision(1, 1000, KvPrecision::F16);
         let view = one.push(0, 3, &[0.5; 12], &[0.25; 12]).unwrap();
-        assert_eq!(view.len, 1);
+        assert_eq!(view.len(), 1);
         // The last head's first position: `[heads, capacity, d]`.
-        let last = 2 * view.capacity * 4 + 3;
-        match view.kv {
+        let last = 2 * view.own.capacity * 4 + 3;
+        match view.own.kv {
             KvSlices::F16 { k, v } => assert_eq!((k[last].to_f32(), v[last].to_f32()), (0.5, 0.25)),
             KvSlices::F32 { .. } => panic!("an f16 cache gave f32 values"),
         }
+    }
+
+    /// Pushes positions `from..to` of a recognisable pattern to both layers.
+    fn push_range(cache: &mut Cache, from: usize, to: usize, seed: f32) {
+        for p in from..to {
+            for layer in 0..2 {
+                let k: Vec<f32> = (0..12).map(|i| seed + (p * 12 + i) as f32).collect();
+                let v: Vec<f32> = k.iter().map(|x| -x).collect();
+                cache.push(layer, 3, &k, &v).unwrap();
+            }
+        }
+    }
+
+    /// Every position of one layer's keys, `[heads, len, d]`, as f32.
+    fn keys(cache: &Cache, layer: usize) -> Vec<f32> {
+        let l = &cache.layers[layer];
+        l.tensor(&l.k)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_shared_prefix_reads_like_a_copy_until_flattened() {
+        let mut stored = Cache::with_precision(2, 1000, KvPrecision::F16);
+        push_range(&mut stored, 0, 70, 0.0);
+        let stored = Arc::new(stored);
+        // A sequence on the first 50 positions, then 30 of its own.
+        let mut shared = Cache::on_prefix(Arc::clone(&stored), 50).unwrap();
+        assert_eq!((shared.len(), shared.bytes()), (50, 0));
+        push_range(&mut shared, 50, 80, 1000.0);
+        let view = shared.push(1, 3, &[7.0; 12], &[7.0; 12]).unwrap();
+        assert_eq!(
+            (view.prefix.as_ref().map(|p| p.len), view.own.len),
+            (Some(50), 31)
+        );
+        assert_eq!(shared.len_of(1), 81);
+        // The same positions written into one flat cache.
+        let mut flat = Cache::with_precision(2, 1000, KvPrecision::F16);
+        push_range(&mut flat, 0, 50, 0.0);
+        push_range(&mut flat, 50, 80, 1000.0);
+        let mut copied = shared.clone();
+        copied.truncate(80);
+        copied.flatten().unwrap();
+        assert_eq!(copied.len(), 80);
+        assert_eq!(keys(&copied, 0), keys(&flat, 0));
+        assert_eq!(keys(&copied, 1), keys(&flat, 1));
+        // Truncating into the shared part drops the cache's own positions.
+        let mut short = shared.clone();
+        short.truncate(40);
+        assert_eq!((short.len(), short.len_of(1)), (40, 40));
+        short.flatten().unwrap();
+        let mut want = Cache::with_precision(2, 1000, KvPrecision::F16);
+        push_range(&mut want, 0, 40, 0.0);
+        assert_eq!(keys(&short, 0), keys(&want, 0));
+        // A prefix of a cache that is itself on a prefix: within the first
+        // part it shares the stored cache; past it, a flat copy.
+        let inner = Cache::on_prefix(Arc::new(shared.clone()), 45).unwrap();
+        assert!(Arc::ptr_eq(&inner.shared.as_ref().unwrap().cache, &stored));
+        let mut outer = Cache::on_prefix(Arc::new(shared), 60).unwrap();
+        assert!(outer.shared.is_none());
+        let mut want = Cache::with_precision(2, 1000, KvPrecision::F16);
+        push_range(&mut want, 0, 50, 0.0);
+        push_range(&mut want, 50, 60, 1000.0);
+        assert_eq!(keys(&outer, 1), keys(&want, 1));
+        outer.reset();
+        assert!(outer.is_empty());
+        // The tensor path copies the prefix in before appending.
+        let mut tensors = Cache::on_prefix(Arc::clone(&stored), 20).unwrap();
+        let k = Tensor::ones((1, 3, 2, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let (all, _) = tensors.append(0, &k, &k).unwrap();
+        assert_eq!(all.dims(), &[1, 3, 22, 4]);
+        let got: Vec<f32> = all
+            .narrow(2, 0, 20)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mut want = Cache::with_precision(2, 1000, KvPrecision::F16);
+        push_range(&mut want, 0, 20, 0.0);
+        assert_eq!(got, keys(&want, 0));
+        assert!(tensors.shared.is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::{Attention, Llama, Mlp, Rotary};
 use crate::attend::attend;
 use crate::config::RopeStyle;
 use crate::error::{EngineError, Result};
-use crate::kv_cache::{Cache, KvSlices};
+use crate::kv_cache::{Cache, KvRun, KvSlices};
 
 /// Below this many multiply-adds, attention runs on the calling thread: handing
 /// a short context to the pool costs more than it saves.
@@ -167,30 +167,50 @@ impl Attention {
             let (r, kv) = (t / self.kv_heads, t % self.kv_heads);
             let (i, pos) = rows[r];
             let view = &views[i];
-            debug_assert!(pos < view.len, "row at {pos} of a cache of {}", view.len);
-            // Causal: the row sees its own position and those before it.
-            let rows = kv * view.capacity * d..;
-            let n = (pos + 1) * d;
+            debug_assert!(
+                pos < view.len(),
+                "row at {pos} of a cache of {}",
+                view.len()
+            );
             let q = &q[r * q_width + kv * group * d..][..group * d];
-            match view.kv {
-                KvSlices::F32 { k, v } => attend(
-                    q,
-                    d,
-                    &k[rows.clone()][..n],
-                    &v[rows][..n],
-                    scale,
-                    out,
-                    scratch,
-                ),
-                KvSlices::F16 { k, v } => attend(
-                    q,
-                    d,
-                    &k[rows.clone()][..n],
-                    &v[rows][..n],
-                    scale,
-                    out,
-                    scratch,
-                ),
+            // Causal: the row sees its own position and those before it, in
+            // the shared prefix (if any) and then the cache's own positions.
+            let mut left = pos + 1;
+            let mut take = |run: &KvRun<'_>| {
+                let n = left.min(run.len);
+                left -= n;
+                (kv * run.capacity * d.., n * d)
+            };
+            let prefix = view.prefix.as_ref().map(&mut take);
+            let own = take(&view.own);
+            match (view.prefix.as_ref().map(|p| &p.kv), &view.own.kv) {
+                (None, KvSlices::F32 { k, v }) => {
+                    let (at, n) = own;
+                    let run = (&k[at.clone()][..n], &v[at][..n]);
+                    attend(q, d, &[run], scale, out, scratch)
+                }
+                (None, KvSlices::F16 { k, v }) => {
+                    let (at, n) = own;
+                    let run = (&k[at.clone()][..n], &v[at][..n]);
+                    attend(q, d, &[run], scale, out, scratch)
+                }
+                (Some(KvSlices::F32 { k: pk, v: pv }), KvSlices::F32 { k, v }) => {
+                    let ((pat, pn), (at, n)) = (prefix.expect("a prefix run"), own);
+                    let runs = [
+                        (&pk[pat.clone()][..pn], &pv[pat][..pn]),
+                        (&k[at.clone()][..n], &v[at][..n]),
+                    ];
+                    attend(q, d, &runs, scale, out, scratch)
+                }
+                (Some(KvSlices::F16 { k: pk, v: pv }), KvSlices::F16 { k, v }) => {
+                    let ((pat, pn), (at, n)) = (prefix.expect("a prefix run"), own);
+                    let runs = [
+                        (&pk[pat.clone()][..pn], &pv[pat][..pn]),
+                        (&k[at.clone()][..n], &v[at][..n]),
+                    ];
+                    attend(q, d, &runs, scale, out, scratch)
+                }
+                _ => unreachable!("a cache and its shared prefix have one precision"),
             }
         };
         let mut out = vec![0f32; n * q_width];
