@@ -36,7 +36,7 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// `[m, rows]` outputs (row-major) of a matrix product with `m` input rows and
 /// `rows` output features, computed on the calling pool in stripes of `stripe`
 /// features. `fill(features, out)` computes a range of features for every input
-/// row and writes each of them once with [`Stripe::set`] (or a run setter). A
+/// row and writes each of them once with [`Stripe::set`] (or [`Stripe::set_run`]). A
 /// stripe owns its features for every input row, so each weight row is read
 /// from memory once per call whatever `m` is, and results land in place (no
 /// transpose, no second buffer). The buffer is not zeroed first (for a
@@ -160,28 +160,6 @@ impl Stripe<'_> {
         self.written += 1;
     }
 
-    /// [`Stripe::set_run`] for a run whose length is known at compile time: the
-    /// copy is a few vector moves instead of a `memmove` call, which for the
-    /// eight outputs of a quantized row group was a measurable share of a
-    /// decode step of many sequences.
-    #[inline]
-    pub fn set_array<const N: usize>(&mut self, i: usize, r: usize, values: &[f32; N]) {
-        assert!(
-            i < self.m && r >= self.features.start && r + N <= self.features.end,
-            "row {i} features {r}..{} outside the stripe",
-            r + N
-        );
-        let (part, c) = self.locate(r);
-        if c + N > part.width {
-            // The run crosses into the next part.
-            return self.set_run(i, r, values);
-        }
-        // SAFETY: as in `set`, for each element of the run, which lies inside
-        // one part.
-        unsafe { (part.ptr.add(i * part.width + c) as *mut [f32; N]).write_unaligned(*values) };
-        self.written += N;
-    }
-
     /// Sets features `r..r + values.len()` (inside this stripe's range) of input
     /// row `i`: one bounds check and one copy per part the run touches.
     #[inline]
@@ -229,7 +207,7 @@ mod tests {
 
     #[test]
     fn parts_get_their_features_whatever_the_runs() {
-        // Widths that runs of eight straddle, set by runs, arrays and singles.
+        // Widths that runs of eight straddle, set by runs and singles.
         let widths = [5, 12, 3, 20];
         let rows: usize = widths.iter().sum();
         let value = |i: usize, r: usize| (i * 1000 + r) as f32;
@@ -238,7 +216,7 @@ mod tests {
                 for i in 0..2 {
                     let mut r = features.start;
                     while r + 8 <= features.end {
-                        dst.set_array(i, r, &std::array::from_fn::<_, 8, _>(|k| value(i, r + k)));
+                        dst.set_run(i, r, &std::array::from_fn::<_, 8, _>(|k| value(i, r + k)));
                         r += 8;
                     }
                     if r + 2 <= features.end {

@@ -14,6 +14,7 @@
 
 mod kernels;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -302,46 +303,91 @@ impl QMatrix {
         // Whole groups per stripe; about eight stripes per thread balance the load.
         let groups = self.rows.div_ceil(GROUP);
         let stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
+        let rows: Vec<&[BlockQ81]> = xq.chunks_exact(nb).collect();
         crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
-            let rows: Vec<&[BlockQ81]> = xq.chunks_exact(nb).collect();
-            for g in features.start / GROUP..features.end.div_ceil(GROUP) {
-                let w = self.group(g);
-                // The last group of the matrix may be padding past `rows`.
-                let r0 = g * GROUP;
-                let n = GROUP.min(features.end - r0);
-                let mut put = |i: usize, out: [f32; GROUP]| {
-                    if n == GROUP {
-                        dst.set_array(i, r0, &out);
-                    } else {
-                        dst.set_run(i, r0, &out[..n]);
+            let width = features.len();
+            STRIPE_TILE.with_borrow_mut(|tile| {
+                // The stripe's outputs gather here, row-major, and leave as one
+                // run per row: writing each kernel call's eight values straight
+                // into `[m, rows]` was a call and a cache line fetched per row
+                // and group (for the LM head of a 24-sequence step, 147k of them).
+                // Rows go in chunks so that a long prefill keeps the buffer small.
+                for first in (0..m).step_by(STRIPE_ROWS) {
+                    let m = STRIPE_ROWS.min(m - first);
+                    let rows = &rows[first..first + m];
+                    if tile.len() < m * width {
+                        tile.resize(m * width, 0.0);
                     }
-                };
-                // Tiles of `TILE` rows, the last one smaller: one arm per tile
-                // size, as the kernel takes its rows as an array.
-                const _: () = assert!(TILE == 8);
-                macro_rules! tiles {
-                    ($($n:literal)*) => {
-                        let mut i = 0;
-                        while i < m {
-                            let n = (m - i).min(TILE);
-                            match n {
-                                $($n => {
-                                    let xs: [_; $n] = std::array::from_fn(|k| rows[i + k]);
-                                    let outs = kernel.dot8xn(self.format, w, xs);
-                                    for (k, out) in outs.into_iter().enumerate() {
-                                        put(i + k, out);
-                                    }
-                                })*
-                                _ => unreachable!("a tile holds 1 to {TILE} rows"),
-                            }
-                            i += n;
-                        }
-                    };
+                    let tile = &mut tile[..m * width];
+                    self.fill_tile(kernel, tile, rows, features.clone());
+                    for (i, row) in tile.chunks_exact(width).enumerate() {
+                        dst.set_run(first + i, features.start, row);
+                    }
                 }
-                tiles!(1 2 3 4 5 6 7 8);
-            }
+            })
         })
     }
+
+    /// Features `features` (whole row groups, or up to the last row) of the
+    /// activation rows `rows` into `tile`, row-major with `features.len()`
+    /// values per row.
+    fn fill_tile(
+        &self,
+        kernel: Kernel,
+        tile: &mut [f32],
+        rows: &[&[BlockQ81]],
+        features: Range<usize>,
+    ) {
+        let width = features.len();
+        let m = rows.len();
+        for g in features.start / GROUP..features.end.div_ceil(GROUP) {
+            let w = self.group(g);
+            // The last group of the matrix may be padding past `rows`.
+            let col = g * GROUP - features.start;
+            let n = GROUP.min(width - col);
+            // Tiles of `TILE` rows, the last one smaller: one arm per tile size,
+            // as the kernel takes its rows as an array.
+            const _: () = assert!(TILE == 8);
+            macro_rules! tiles {
+                ($($n:literal)*) => {
+                    let mut i = 0;
+                    while i < m {
+                        let t = (m - i).min(TILE);
+                        match t {
+                            $($n => {
+                                let xs: [_; $n] = std::array::from_fn(|k| rows[i + k]);
+                                let outs = kernel.dot8xn(self.format, w, xs);
+                                for (k, out) in outs.iter().enumerate() {
+                                    let at = (i + k) * width + col;
+                                    // A whole group's copy is a fixed size (a few
+                                    // moves, not a `memcpy` call).
+                                    if n == GROUP {
+                                        tile[at..at + GROUP].copy_from_slice(out);
+                                    } else {
+                                        tile[at..at + n].copy_from_slice(&out[..n]);
+                                    }
+                                }
+                            })*
+                            _ => unreachable!("a tile holds 1 to {TILE} rows"),
+                        }
+                        i += t;
+                    }
+                };
+            }
+            tiles!(1 2 3 4 5 6 7 8);
+        }
+    }
+}
+
+/// Activation rows per pass over a stripe's row groups: the stripe's weights
+/// stay in cache between passes, and the output buffer stays small.
+const STRIPE_ROWS: usize = 64;
+
+thread_local! {
+    /// Each pool thread's buffer for the outputs of the stripe it computes
+    /// (`m` rows by the stripe's features): it grows to the largest stripe and
+    /// stays, so a decode step allocates nothing per stripe.
+    static STRIPE_TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `x W^T` for a quantized `W` as a candle op (no gradient: quantized weights
@@ -525,6 +571,24 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_bits_alone_or_among_many() {
+        // More rows than one pass over a stripe takes, a partial last group,
+        // and enough groups for several stripes.
+        let (rows, cols, m) = (203, 96, STRIPE_ROWS + 9);
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let w = Tensor::from_vec(random(rows * cols, 11), (rows, cols), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let mat = QMatrix::from_qtensor(&q).unwrap().unwrap();
+            let x = random(m * cols, 12);
+            let all = crate::threads::install(|| mat.matmul(&x, m));
+            for (i, row) in x.chunks_exact(cols).enumerate() {
+                let alone = mat.matmul(row, 1);
+                assert_eq!(&all[i * rows..(i + 1) * rows], &alone[..], "{dtype:?} row {i}");
             }
         }
     }
