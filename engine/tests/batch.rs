@@ -23,6 +23,13 @@ fn prompts(model: &Model) -> Vec<Vec<u32>> {
         "Hello",
         "Once upon a time, in a land far away, there lived",
         "1 2 3 4",
+        // Enough sequences that a step's row-wise work runs on the pool (the
+        // batch then shrinks below that as generations end).
+        "A teacher explains",
+        "Why is the sky blue?",
+        "def add(a, b):",
+        "Paris is the capital of",
+        "Water boils at",
     ]
     .iter()
     .map(|p| model.encode_prompt(p).unwrap())

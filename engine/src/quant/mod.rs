@@ -588,7 +588,11 @@ mod tests {
             let all = crate::threads::install(|| mat.matmul(&x, m));
             for (i, row) in x.chunks_exact(cols).enumerate() {
                 let alone = mat.matmul(row, 1);
-                assert_eq!(&all[i * rows..(i + 1) * rows], &alone[..], "{dtype:?} row {i}");
+                assert_eq!(
+                    &all[i * rows..(i + 1) * rows],
+                    &alone[..],
+                    "{dtype:?} row {i}"
+                );
             }
         }
     }

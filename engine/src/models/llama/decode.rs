@@ -21,6 +21,9 @@ use crate::kv_cache::{Cache, KvRun, KvSlices};
 /// Below this many multiply-adds, attention runs on the calling thread: handing
 /// a short context to the pool costs more than it saves.
 const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
+/// Rows from which a step's element-wise work (rotations, SwiGLU) is split
+/// over the pool.
+const PARALLEL_ROWS: usize = 8;
 
 impl Llama {
     /// Runs `runs[i]` after the positions in `caches[i]`, every run of every
@@ -139,9 +142,22 @@ impl Attention {
             .try_into()
             .expect("three projections");
         let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
-        for (r, &(_, pos)) in rows.iter().enumerate() {
-            rotary.apply_rows(&mut q[r * q_width..(r + 1) * q_width], pos, d);
-            rotary.apply_rows(&mut k[r * kv_width..(r + 1) * kv_width], pos, d);
+        let rotate = |q: &mut [f32], k: &mut [f32], pos: usize| {
+            rotary.apply_rows(q, pos, d);
+            rotary.apply_rows(k, pos, d);
+        };
+        // Rows run on every thread once there are enough of them: on one
+        // thread the other waits (a step of many sequences, every layer).
+        if n >= PARALLEL_ROWS {
+            q.par_chunks_mut(q_width)
+                .zip(k.par_chunks_mut(kv_width))
+                .zip(rows.par_iter())
+                .for_each(|((q, k), &(_, pos))| rotate(q, k, pos));
+        } else {
+            q.chunks_mut(q_width)
+                .zip(k.chunks_mut(kv_width))
+                .zip(rows)
+                .for_each(|((q, k), &(_, pos))| rotate(q, k, pos));
         }
         let mut first = 0;
         let views = caches
@@ -238,7 +254,20 @@ impl Mlp {
             .forward_rows(x, n)?
             .try_into()
             .expect("two projections");
-        crate::vmath::silu_mul(&mut g, &u);
+        // Row by row, so that a row's bits do not depend on where it sits
+        // (the vector path and its scalar tail round differently).
+        let width = g.len() / n.max(1);
+        if width == 0 {
+            // No rows: nothing to gate.
+        } else if n >= PARALLEL_ROWS {
+            g.par_chunks_mut(width)
+                .zip(u.par_chunks(width))
+                .for_each(|(g, u)| crate::vmath::silu_mul(g, u));
+        } else {
+            g.chunks_mut(width)
+                .zip(u.chunks(width))
+                .for_each(|(g, u)| crate::vmath::silu_mul(g, u));
+        }
         self.down.forward_rows(&g, n)
     }
 }
