@@ -3,7 +3,8 @@
 //! (llama-cpp-python) on the same GGUF and with transformers (the GGUF dequantized
 //! to f32), all on the same prompt tokens and thread count; then the serving
 //! benchmark (`bench_serve`). `--quick` skips the baselines, `--serve` runs only
-//! the serving benchmark. Numbers are medians of several runs; this is not a test.
+//! the serving benchmark, `--against BIN` runs it side by side with another
+//! build's binary. Numbers are medians of several runs; this is not a test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,8 +22,19 @@ const GEN: &str = "128";
 /// Entry point of the `bench` task.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    let against = match args.iter().position(|a| a == "--against") {
+        Some(i) => {
+            let bin = args
+                .get(i + 1)
+                .map(PathBuf::from)
+                .context("--against takes the path of another build's teacherlm binary")?;
+            anyhow::ensure!(bin.is_file(), "--against: {} is not a file", bin.display());
+            Some(bin)
+        }
+        None => None,
+    };
     if args.iter().any(|a| a == "--serve") {
-        return run_serve();
+        return run_serve(against.as_deref());
     }
     let model = crate::models::run()?;
     sh(cargo().args(["build", "--release", "-p", "backend"]))?;
@@ -94,14 +106,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     print_table(&rows, bandwidth["memory_read_gb_per_s"].as_f64());
-    crate::bench_serve::run(&bin)
+    crate::bench_serve::run(&bin, against.as_deref())
 }
 
-/// `cargo xtask bench --serve`: only the serving benchmark.
-pub fn run_serve() -> anyhow::Result<()> {
+/// `cargo xtask bench --serve`: only the serving benchmark (against another
+/// build's binary too, with `--against`).
+pub fn run_serve(against: Option<&Path>) -> anyhow::Result<()> {
     crate::models::run()?;
     sh(cargo().args(["build", "--release", "-p", "backend"]))?;
-    crate::bench_serve::run(&root().join("target/release/teacherlm"))
+    crate::bench_serve::run(&root().join("target/release/teacherlm"), against)
 }
 
 /// A virtualenv (reusing the system's torch/transformers when present) with

@@ -120,17 +120,15 @@ fn round(port: u16, bodies: &[Value], concurrent: bool) -> anyhow::Result<(u64, 
     Ok((tokens, t.elapsed().as_secs_f64()))
 }
 
-/// Runs both rounds against `bin serve` and prints them with their ratio.
-pub fn run(bin: &Path) -> anyhow::Result<()> {
-    let data = root().join("../shared/data");
-    let bodies = requests(&data)?;
+/// Starts `bin serve` on a free port and warms it up.
+fn start(bin: &Path, data: &Path, bodies: &[Value]) -> anyhow::Result<Server> {
     let mut child = Command::new(bin)
         .args(["serve", "--port", "0", "--max-batch", "32", "--data-dir"])
-        .arg(&data)
+        .arg(data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .context("starting the server")?;
+        .with_context(|| format!("starting {}", bin.display()))?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
     let port: u16 = line
@@ -142,34 +140,80 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
     let server = Server(child, port);
     // Warm up: page the weights in and let the allocator settle.
     annotate(server.1, &bodies[0])?;
+    Ok(server)
+}
+
+/// One pair of rounds against a server: tokens/s one after another and all at
+/// once.
+struct Pair {
+    seq_rate: f64,
+    par_rate: f64,
+}
+
+/// Runs one pair of rounds against `server` and prints it.
+fn pair(server: &Server, bodies: &[Value], label: &str) -> anyhow::Result<Pair> {
+    let p0 = prompt_counters(server.1)?;
+    let (seq_tokens, seq_s) = round(server.1, bodies, false)?;
+    let p1 = prompt_counters(server.1)?;
+    let (par_tokens, par_s) = round(server.1, bodies, true)?;
+    let p2 = prompt_counters(server.1)?;
+    let prefilled = |a: (f64, f64), b: (f64, f64)| (b.0 - a.0) - (b.1 - a.1);
+    let seq_rate = seq_tokens as f64 / seq_s;
+    let par_rate = par_tokens as f64 / par_s;
+    println!(
+        "  {label}: one after another {seq_tokens} tokens in {seq_s:.1} s = \
+         {seq_rate:.1} tokens/s ({:.0} prompt tokens prefilled); all at once \
+         {par_tokens} tokens in {par_s:.1} s = {par_rate:.1} tokens/s ({:.0} \
+         prefilled): {:.2}x",
+        prefilled(p0, p1),
+        prefilled(p1, p2),
+        par_rate / seq_rate
+    );
+    Ok(Pair { seq_rate, par_rate })
+}
+
+/// The median of `xs` (an odd count).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Runs both rounds against `bin serve` and prints them with their ratio. With
+/// `against` (another build's `teacherlm`), both servers run at once and take
+/// their pairs in turn, so the machine's noise falls on both alike, and the
+/// two builds' speeds are compared round by round.
+pub fn run(bin: &Path, against: Option<&Path>) -> anyhow::Result<()> {
+    let data = root().join("../shared/data");
+    let bodies = requests(&data)?;
+    let server = start(bin, &data, &bodies)?;
+    let baseline = against.map(|b| start(b, &data, &bodies)).transpose()?;
     println!("\nannotate, {REQUESTS} requests x 3 kinds x <= {MAX_TOKENS} tokens (default model):");
     // Pairs of rounds side by side, so a noisy neighbour slows both of a pair;
     // the median pair's ratio is the result.
-    let mut ratios = Vec::new();
-    for pair in 1..=PAIRS {
-        let p0 = prompt_counters(server.1)?;
-        let (seq_tokens, seq_s) = round(server.1, &bodies, false)?;
-        let p1 = prompt_counters(server.1)?;
-        let (par_tokens, par_s) = round(server.1, &bodies, true)?;
-        let p2 = prompt_counters(server.1)?;
-        let prefilled = |a: (f64, f64), b: (f64, f64)| (b.0 - a.0) - (b.1 - a.1);
-        let seq_rate = seq_tokens as f64 / seq_s;
-        let par_rate = par_tokens as f64 / par_s;
-        println!(
-            "  pair {pair}: one after another {seq_tokens} tokens in {seq_s:.1} s = \
-             {seq_rate:.1} tokens/s ({:.0} prompt tokens prefilled); all at once \
-             {par_tokens} tokens in {par_s:.1} s = {par_rate:.1} tokens/s ({:.0} \
-             prefilled): {:.2}x",
-            prefilled(p0, p1),
-            prefilled(p1, p2),
-            par_rate / seq_rate
-        );
-        ratios.push(par_rate / seq_rate);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for n in 1..=PAIRS {
+        ours.push(pair(&server, &bodies, &format!("pair {n}"))?);
+        if let Some(b) = &baseline {
+            theirs.push(pair(b, &bodies, &format!("pair {n}, baseline"))?);
+        }
     }
-    ratios.sort_by(f64::total_cmp);
+    let ratio = |ps: &[Pair]| median(ps.iter().map(|p| p.par_rate / p.seq_rate).collect());
     println!(
         "  concurrent vs sequential, median of {PAIRS} pairs: {:.2}x (target >= 2.5)",
-        ratios[PAIRS / 2]
+        ratio(&ours)
     );
+    if baseline.is_some() {
+        let speed = |f: fn(&Pair) -> f64| {
+            median(ours.iter().zip(&theirs).map(|(o, t)| f(o) / f(t)).collect())
+        };
+        println!(
+            "  baseline ({}): {:.2}x; this build is {:.3}x as fast all at once and \
+             {:.3}x one after another (medians over the pairs)",
+            against.map_or(String::new(), |b| b.display().to_string()),
+            ratio(&theirs),
+            speed(|p| p.par_rate),
+            speed(|p| p.seq_rate)
+        );
+    }
     Ok(())
 }
