@@ -26,7 +26,7 @@ use crate::generate::{FinishReason, GenerateParams, Generation};
 use crate::kv_cache::Cache;
 use crate::model::Model;
 use crate::sampling::Sampler;
-use crate::text_stream::TextStream;
+use crate::text_stream::{Detokenizer, TextStream};
 
 /// Identifies a sequence within its [`Batch`].
 pub type SeqId = u64;
@@ -58,6 +58,7 @@ struct Sequence {
     /// Prompt and generated ids (for the repetition penalty).
     context: Vec<u32>,
     generated: Vec<u32>,
+    detok: Detokenizer,
     stream: TextStream,
     budget: usize,
     prompt_tokens: usize,
@@ -288,6 +289,7 @@ impl<'m> Batch<'m> {
                 sampler,
                 context: prompt.to_vec(),
                 generated: Vec::new(),
+                detok: Detokenizer::new(),
                 stream: TextStream::new(&params.stop),
                 budget: params.max_new_tokens.min(lm.max_context() - prompt.len()),
                 prompt_tokens: prompt.len(),
@@ -349,7 +351,9 @@ impl<'m> Batch<'m> {
                 } else {
                     seq.generated.push(next);
                     seq.context.push(next);
-                    let text = tok.decode(&seq.generated, true)?;
+                    let text = seq
+                        .detok
+                        .text(&seq.generated, |ids| tok.decode(ids, true))?;
                     let (piece, stopped) = seq.stream.push(&text);
                     if !piece.is_empty() {
                         events.push(Event::Text {
