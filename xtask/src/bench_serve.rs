@@ -202,14 +202,14 @@ pub fn run(bin: &Path, against: Option<&Path>) -> anyhow::Result<()> {
         "  concurrent vs sequential, median of {PAIRS} pairs: {:.2}x (target >= 2.5)",
         ratio(&ours)
     );
-    if baseline.is_some() {
+    if let Some(path) = against {
         let speed = |f: fn(&Pair) -> f64| {
             median(ours.iter().zip(&theirs).map(|(o, t)| f(o) / f(t)).collect())
         };
         println!(
             "  baseline ({}): {:.2}x; this build is {:.3}x as fast all at once and \
              {:.3}x one after another (medians over the pairs)",
-            against.map_or(String::new(), |b| b.display().to_string()),
+            path.display(),
             ratio(&theirs),
             speed(|p| p.par_rate),
             speed(|p| p.seq_rate)

@@ -21,9 +21,11 @@ use crate::kv_cache::{Cache, KvRun, KvSlices};
 /// Below this many multiply-adds, attention runs on the calling thread: handing
 /// a short context to the pool costs more than it saves.
 const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
-/// Rows from which a step's element-wise work (rotations, SwiGLU) is split
-/// over the pool.
-const PARALLEL_ROWS: usize = 8;
+/// Fewest rows a pool task of a step's element-wise work (rotations, SwiGLU)
+/// takes: fewer rows than twice this run on the calling thread, as handing them
+/// over costs more than it saves; more are split over every thread, where one
+/// thread alone kept the other waiting in every layer.
+const MIN_ROWS_PER_TASK: usize = 4;
 
 impl Llama {
     /// Runs `runs[i]` after the positions in `caches[i]`, every run of every
@@ -142,23 +144,14 @@ impl Attention {
             .try_into()
             .expect("three projections");
         let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
-        let rotate = |q: &mut [f32], k: &mut [f32], pos: usize| {
-            rotary.apply_rows(q, pos, d);
-            rotary.apply_rows(k, pos, d);
-        };
-        // Rows run on every thread once there are enough of them: on one
-        // thread the other waits (a step of many sequences, every layer).
-        if n >= PARALLEL_ROWS {
-            q.par_chunks_mut(q_width)
-                .zip(k.par_chunks_mut(kv_width))
-                .zip(rows.par_iter())
-                .for_each(|((q, k), &(_, pos))| rotate(q, k, pos));
-        } else {
-            q.chunks_mut(q_width)
-                .zip(k.chunks_mut(kv_width))
-                .zip(rows)
-                .for_each(|((q, k), &(_, pos))| rotate(q, k, pos));
-        }
+        q.par_chunks_mut(q_width)
+            .zip(k.par_chunks_mut(kv_width))
+            .zip(rows.par_iter())
+            .with_min_len(MIN_ROWS_PER_TASK)
+            .for_each(|((q, k), &(_, pos))| {
+                rotary.apply_rows(q, pos, d);
+                rotary.apply_rows(k, pos, d);
+            });
         let mut first = 0;
         let views = caches
             .iter_mut()
@@ -257,15 +250,10 @@ impl Mlp {
         // Row by row, so that a row's bits do not depend on where it sits
         // (the vector path and its scalar tail round differently).
         let width = g.len() / n.max(1);
-        if width == 0 {
-            // No rows: nothing to gate.
-        } else if n >= PARALLEL_ROWS {
+        if width > 0 {
             g.par_chunks_mut(width)
                 .zip(u.par_chunks(width))
-                .for_each(|(g, u)| crate::vmath::silu_mul(g, u));
-        } else {
-            g.chunks_mut(width)
-                .zip(u.chunks(width))
+                .with_min_len(MIN_ROWS_PER_TASK)
                 .for_each(|(g, u)| crate::vmath::silu_mul(g, u));
         }
         self.down.forward_rows(&g, n)
