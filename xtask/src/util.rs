@@ -26,6 +26,37 @@ pub fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
 
+/// An HTTP agent for downloads that trusts the machine's certificate store
+/// (`$SSL_CERT_FILE`, else Debian's bundle) when it has one: behind a proxy
+/// that re-signs TLS with its own authority, as some CI networks do, ureq's
+/// built-in Mozilla roots refuse every registry. Without a readable store it
+/// keeps those built-in roots.
+pub fn http_agent() -> ureq::Agent {
+    use ureq::tls::{PemItem, RootCerts, TlsConfig};
+    let bundle = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+    let certs: Vec<_> = std::fs::read(&bundle)
+        .map(|pem| {
+            ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut config = ureq::Agent::config_builder();
+    if !certs.is_empty() {
+        config = config.tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::new_with_certs(&certs))
+                .build(),
+        );
+    }
+    config.build().into()
+}
+
 /// Prints and runs `cmd` in the repository root, failing on a non-zero exit.
 pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
     if cmd.get_current_dir().is_none() {

@@ -12,7 +12,36 @@
 
 use half::f16;
 
+#[cfg(target_arch = "x86_64")]
+use super::vnni;
 use super::{BlockQ81, GROUP, QFormat, QK};
+
+/// `$kernel(group, xs)` for `N` rows with at most [`Q8_0_TILE`] rows a call:
+/// whole tiles, then any rows left over one by one (a row's bits do not depend
+/// on its tile).
+#[cfg(target_arch = "x86_64")]
+macro_rules! in_tiles_of_four {
+    ($kernel:path, $group:expr, $xs:expr) => {{
+        let (group, xs) = ($group, $xs);
+        if N <= Q8_0_TILE {
+            // SAFETY: forwarded from `dot8xn`'s checks.
+            return unsafe { $kernel(group, xs) };
+        }
+        let mut out = [[0f32; GROUP]; N];
+        for (o, x) in out.chunks_mut(Q8_0_TILE).zip(xs.chunks(Q8_0_TILE)) {
+            // SAFETY: as above, for each chunk of the rows.
+            match <[&[BlockQ81]; Q8_0_TILE]>::try_from(x) {
+                Ok(x) => o.copy_from_slice(&unsafe { $kernel(group, x) }),
+                Err(_) => {
+                    for (o, x) in o.iter_mut().zip(x) {
+                        *o = unsafe { $kernel(group, [*x]) }[0];
+                    }
+                }
+            }
+        }
+        out
+    }};
+}
 
 /// The dot-product implementation chosen for this CPU.
 #[derive(Debug, Clone, Copy)]
@@ -20,18 +49,38 @@ pub(super) enum Kernel {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2 with AVX-512 VNNI's `dpbusd` on 256-bit vectors (32 registers).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+    /// AVX2 with AVX-VNNI's `dpbusd` (sixteen registers).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
 }
 
 impl Kernel {
+    /// The fastest kernel this CPU runs.
     pub(super) fn detect() -> Self {
+        Self::available().pop().unwrap_or(Self::Scalar)
+    }
+
+    /// Every kernel this CPU runs, slowest first (the scalar one always).
+    pub(super) fn available() -> Vec<Self> {
+        #[allow(unused_mut)]
+        let mut kernels = vec![Self::Scalar];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
         {
-            return Self::Avx2;
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("f16c") {
+                kernels.push(Self::Avx2);
+                if has!("avxvnni") {
+                    kernels.push(Self::AvxVnni);
+                }
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+                    kernels.push(Self::Avx512Vnni);
+                }
+            }
         }
-        Self::Scalar
+        kernels
     }
 
     /// The eight dot products of one row group (`group`: its blocks for every
@@ -58,27 +107,21 @@ impl Kernel {
             // were checked above.
             #[cfg(target_arch = "x86_64")]
             (Self::Avx2, QFormat::Q4_1) => unsafe { dot8xn_q4_1_avx2(group, xs) },
+            // Eight weight vectors per block leave sixteen registers room for
+            // four rows at a time.
             #[cfg(target_arch = "x86_64")]
-            (Self::Avx2, QFormat::Q8_0) if N > Q8_0_TILE => {
-                // Eight weight vectors per block leave registers for four rows
-                // at a time; any rows left over go one by one.
-                let mut out = [[0f32; GROUP]; N];
-                for (o, x) in out.chunks_mut(Q8_0_TILE).zip(xs.chunks(Q8_0_TILE)) {
-                    // SAFETY: as above, for each chunk of the rows.
-                    match <[&[BlockQ81]; Q8_0_TILE]>::try_from(x) {
-                        Ok(x) => o.copy_from_slice(&unsafe { dot8xn_q8_0_avx2(group, x) }),
-                        Err(_) => {
-                            for (o, x) in o.iter_mut().zip(x) {
-                                *o = unsafe { dot8xn_q8_0_avx2(group, [*x]) }[0];
-                            }
-                        }
-                    }
-                }
-                out
+            (Self::Avx2, QFormat::Q8_0) => in_tiles_of_four!(dot8xn_q8_0_avx2, group, xs),
+            #[cfg(target_arch = "x86_64")]
+            (Self::AvxVnni, QFormat::Q4_1) => unsafe { vnni::dot8xn_q4_1_avxvnni(group, xs) },
+            #[cfg(target_arch = "x86_64")]
+            (Self::AvxVnni, QFormat::Q8_0) => {
+                in_tiles_of_four!(vnni::dot8xn_q8_0_avxvnni, group, xs)
             }
-            // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            (Self::Avx2, QFormat::Q8_0) => unsafe { dot8xn_q8_0_avx2(group, xs) },
+            (Self::Avx512Vnni, QFormat::Q4_1) => unsafe { vnni::dot8xn_q4_1_avx512(group, xs) },
+            // Thirty-two registers hold a whole tile.
+            #[cfg(target_arch = "x86_64")]
+            (Self::Avx512Vnni, QFormat::Q8_0) => unsafe { vnni::dot8xn_q8_0_avx512(group, xs) },
         }
     }
 }
@@ -87,8 +130,8 @@ impl Kernel {
 /// vector serves eight rows. On the 2-core Zen 3 machine here a 1536x576 Q4_1
 /// product of 24-64 rows ran at 105-111 GMAC/s with eight, 83-106 with four.
 pub(super) const TILE: usize = 8;
-/// Rows per Q8_0 kernel call: four, which measured about 1.2x eight (whose
-/// accumulators no longer fit in the sixteen vector registers).
+/// Rows per Q8_0 kernel call on sixteen vector registers: four, which measured
+/// about 1.2x eight (whose accumulators no longer fit).
 #[cfg(target_arch = "x86_64")]
 const Q8_0_TILE: usize = 4;
 
@@ -113,7 +156,7 @@ fn dot8_scalar(format: QFormat, group: &[u8], x: &[BlockQ81]) -> [f32; GROUP] {
 /// `p` must point to 16 readable bytes; the CPU must have F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn load_f16x8(p: *const u8) -> std::arch::x86_64::__m256 {
+pub(super) unsafe fn load_f16x8(p: *const u8) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
     // SAFETY: forwarded to the caller.
     unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
@@ -127,7 +170,7 @@ const PREFETCH: usize = 2048;
 /// alone leaves a decode step about 15% short of what this reaches.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch(p: *const u8, rec: usize) {
+pub(super) fn prefetch(p: *const u8, rec: usize) {
     use std::arch::x86_64::*;
     for off in (0..rec).step_by(64) {
         // SAFETY: a prefetch never faults, whatever the address.
@@ -138,7 +181,7 @@ fn prefetch(p: *const u8, rec: usize) {
 /// The eight horizontal lanes of `v` as an array.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn lanes(v: std::arch::x86_64::__m256) -> [f32; GROUP] {
+pub(super) fn lanes(v: std::arch::x86_64::__m256) -> [f32; GROUP] {
     let mut out = [0f32; GROUP];
     // SAFETY: `out` holds eight floats.
     unsafe { std::arch::x86_64::_mm256_storeu_ps(out.as_mut_ptr(), v) };
@@ -259,9 +302,12 @@ impl Kernel {
         assert_eq!(x.len(), out.len() * QK, "one block per 32 values");
         match self {
             Self::Scalar => quantize_row_q8_1(x, out),
-            // SAFETY: `detect` chose AVX2; lengths checked above.
+            // SAFETY: every other kernel was chosen on a CPU with AVX2; lengths
+            // checked above.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { quantize_row_q8_1_avx2(x, out) },
+            Self::Avx2 | Self::AvxVnni | Self::Avx512Vnni => unsafe {
+                quantize_row_q8_1_avx2(x, out)
+            },
         }
     }
 }

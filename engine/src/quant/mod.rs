@@ -12,7 +12,9 @@
 //! interleaved (see [`QFormat::group_bytes`] and `kernels.rs`), so a kernel call
 //! produces eight outputs; work is split over the engine pool by row groups.
 
+mod amx;
 mod kernels;
+mod vnni;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -302,29 +304,55 @@ impl QMatrix {
         }
         // Whole groups per stripe; about eight stripes per thread balance the load.
         let groups = self.rows.div_ceil(GROUP);
-        let stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
+        let mut stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
+        #[cfg(target_arch = "x86_64")]
+        if m >= amx::MIN_ROWS && amx::available() {
+            // An AMX tile holds two groups' outputs.
+            stripe = stripe.next_multiple_of(2 * GROUP);
+            let acts = amx::Activations::new(&xq, m, nb);
+            return crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
+                self.fill_stripe(m, features, dst, |tile, rows, features| {
+                    amx::fill_tile(self, &acts, tile, rows, features)
+                })
+            });
+        }
         let rows: Vec<&[BlockQ81]> = xq.chunks_exact(nb).collect();
         crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
-            let width = features.len();
-            STRIPE_TILE.with_borrow_mut(|tile| {
-                // The stripe's outputs gather here, row-major, and leave as one
-                // run per row: writing each kernel call's eight values straight
-                // into `[m, rows]` was a call and a cache line fetched per row
-                // and group (for the LM head of a 24-sequence step, 147k of them).
-                // Rows go in chunks so that a long prefill keeps the buffer small.
-                for first in (0..m).step_by(STRIPE_ROWS) {
-                    let m = STRIPE_ROWS.min(m - first);
-                    let rows = &rows[first..first + m];
-                    if tile.len() < m * width {
-                        tile.resize(m * width, 0.0);
-                    }
-                    let tile = &mut tile[..m * width];
-                    self.fill_tile(kernel, tile, rows, features.clone());
-                    for (i, row) in tile.chunks_exact(width).enumerate() {
-                        dst.set_run(first + i, features.start, row);
-                    }
-                }
+            self.fill_stripe(m, features, dst, |tile, chunk, features| {
+                self.fill_tile(kernel, tile, &rows[chunk], features)
             })
+        })
+    }
+
+    /// One stripe of a product: `fill(tile, rows, features)` computes the
+    /// features of a chunk of activation rows into `tile`, and each row leaves
+    /// for the output as one run.
+    fn fill_stripe(
+        &self,
+        m: usize,
+        features: Range<usize>,
+        dst: &mut crate::threads::Stripe<'_>,
+        fill: impl Fn(&mut [f32], Range<usize>, Range<usize>),
+    ) {
+        let width = features.len();
+        STRIPE_TILE.with_borrow_mut(|tile| {
+            // The stripe's outputs gather here, row-major, and leave as one
+            // run per row: writing each kernel call's eight values straight
+            // into `[m, rows]` was a call and a cache line fetched per row
+            // and group (for the LM head of a 24-sequence step, 147k of them).
+            // Rows go in chunks so that a long prefill keeps the buffer small.
+            for first in (0..m).step_by(STRIPE_ROWS) {
+                let chunk = first..STRIPE_ROWS.min(m - first) + first;
+                let tile_len = chunk.len() * width;
+                if tile.len() < tile_len {
+                    tile.resize(tile_len, 0.0);
+                }
+                let tile = &mut tile[..tile_len];
+                fill(tile, chunk, features.clone());
+                for (i, row) in tile.chunks_exact(width).enumerate() {
+                    dst.set_run(first + i, features.start, row);
+                }
+            }
         })
     }
 
@@ -552,23 +580,35 @@ mod tests {
                     .iter()
                     .map(|x| Kernel::Scalar.dot8xn(mat.format, w, [&x[..]])[0])
                     .collect();
-                let simd = Kernel::detect();
-                let mut got: Vec<Vec<[f32; GROUP]>> = vec![
-                    simd.dot8xn::<1>(mat.format, w, [&xs[0][..]]).to_vec(),
-                    simd.dot8xn::<3>(mat.format, w, std::array::from_fn(|k| &xs[k][..]))
-                        .to_vec(),
-                    simd.dot8xn::<TILE>(mat.format, w, std::array::from_fn(|k| &xs[k][..]))
-                        .to_vec(),
-                ];
-                // A row's bits do not depend on the tile it is computed in.
-                assert_eq!(got[0][0], got[2][0], "{dtype:?}");
-                assert_eq!(got[1][..], got[2][..3], "{dtype:?}");
-                for (want, got) in want.iter().zip(got.swap_remove(2)) {
-                    for (a, b) in want.iter().zip(got) {
-                        assert!(
-                            (a - b).abs() <= 1e-4 * a.abs().max(1.0),
-                            "{dtype:?}: {a} vs {b}"
-                        );
+                let mut first_simd: Option<Vec<[f32; GROUP]>> = None;
+                for simd in Kernel::available().into_iter().skip(1) {
+                    let mut got: Vec<Vec<[f32; GROUP]>> = vec![
+                        simd.dot8xn::<1>(mat.format, w, [&xs[0][..]]).to_vec(),
+                        simd.dot8xn::<3>(mat.format, w, std::array::from_fn(|k| &xs[k][..]))
+                            .to_vec(),
+                        simd.dot8xn::<6>(mat.format, w, std::array::from_fn(|k| &xs[k][..]))
+                            .to_vec(),
+                        simd.dot8xn::<TILE>(mat.format, w, std::array::from_fn(|k| &xs[k][..]))
+                            .to_vec(),
+                    ];
+                    // A row's bits do not depend on the tile it is computed in.
+                    assert_eq!(got[0][0], got[3][0], "{dtype:?} {simd:?}");
+                    assert_eq!(got[1][..], got[3][..3], "{dtype:?} {simd:?}");
+                    assert_eq!(got[2][..], got[3][..6], "{dtype:?} {simd:?}");
+                    let got = got.swap_remove(3);
+                    for (want, got) in want.iter().zip(&got) {
+                        for (a, b) in want.iter().zip(got) {
+                            assert!(
+                                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                                "{dtype:?} {simd:?}: {a} vs {b}"
+                            );
+                        }
+                    }
+                    // Every SIMD kernel sums the same integers and scales them
+                    // with the same float operations: the same bits as AVX2.
+                    match &first_simd {
+                        None => first_simd = Some(got),
+                        Some(first) => assert_eq!(first, &got, "{dtype:?} {simd:?}"),
                     }
                 }
             }
