@@ -214,8 +214,8 @@ pub(super) fn fill_tile(
             // whole tiles).
             unsafe {
                 match mat.format {
-                    QFormat::Q4_1 => weights_q4_1(mat.group(g), mat.group(g1), scratch),
-                    QFormat::Q8_0 => weights_q8_0(mat.group(g), mat.group(g1), scratch),
+                    QFormat::Q4_1 => stage_weights::<true>(mat.group(g), mat.group(g1), scratch),
+                    QFormat::Q8_0 => stage_weights::<false>(mat.group(g), mat.group(g1), scratch),
                 }
                 for t0 in rows.clone().step_by(TILE) {
                     let mt = TILE.min(rows.end - t0);
@@ -394,15 +394,17 @@ unsafe fn pair(p0: *const u8, p1: *const u8) -> __m512i {
     }
 }
 
-/// The weight tiles, excess, scales and minimums of every block of the Q4_1
-/// groups `w0` and `w1`: tile row `c` the low nibbles of vector `c`, row
-/// `4 + c` the high ones, group `w0`'s eight outputs then `w1`'s.
+/// The weight tiles, excess, scales and (Q4_1) minimums of every block of
+/// the groups `w0` and `w1`, group `w0`'s eight outputs then `w1`'s. Q4_1
+/// (`Q4`): tile row `c` the low nibbles of vector `c`, row `4 + c` the high
+/// ones; Q8_0: the vectors as they are (signed bytes, as `tdpbusd` takes its
+/// right operand).
 ///
 /// # Safety
 /// AVX-512 (F, BW, VNNI) and F16C; `scratch` fits the groups' blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn weights_q4_1(w0: &[u8], w1: &[u8], scratch: &mut Scratch) {
-    let rec = QFormat::Q4_1.group_bytes();
+unsafe fn stage_weights<const Q4: bool>(w0: &[u8], w1: &[u8], scratch: &mut Scratch) {
+    let rec = if Q4 { QFormat::Q4_1 } else { QFormat::Q8_0 }.group_bytes();
     let low = _mm512_set1_epi8(0x0F);
     let ones = _mm512_set1_epi8(1);
     for (b, (r0, r1)) in w0.chunks_exact(rec).zip(w1.chunks_exact(rec)).enumerate() {
@@ -413,48 +415,27 @@ unsafe fn weights_q4_1(w0: &[u8], w1: &[u8], scratch: &mut Scratch) {
         unsafe {
             let tile = scratch.weights[b].0.as_mut_ptr();
             let mut wsum = _mm512_setzero_si512();
-            for c in 0..4 {
-                let v = pair(p0.add(32 + 32 * c), p1.add(32 + 32 * c));
-                let lo = _mm512_and_si512(v, low);
-                let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-                _mm512_store_si512(tile.add(64 * c) as *mut _, lo);
-                _mm512_store_si512(tile.add(64 * (4 + c)) as *mut _, hi);
-                wsum = _mm512_dpbusd_epi32(wsum, ones, lo);
-                wsum = _mm512_dpbusd_epi32(wsum, ones, hi);
-            }
-            let excess = _mm512_slli_epi32(wsum, 7);
-            _mm512_store_si512(scratch.excess[b].0.as_mut_ptr() as *mut _, excess);
-            scratch.d[b] = f16x16(p0, p1);
-            scratch.m[b] = f16x16(p0.add(16), p1.add(16));
-        }
-    }
-}
-
-/// [`weights_q4_1`] for Q8_0 groups: the weight tile is the records' vectors
-/// as they are (signed bytes, as `tdpbusd` takes its right operand).
-///
-/// # Safety
-/// As [`weights_q4_1`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn weights_q8_0(w0: &[u8], w1: &[u8], scratch: &mut Scratch) {
-    let rec = QFormat::Q8_0.group_bytes();
-    let ones = _mm512_set1_epi8(1);
-    for (b, (r0, r1)) in w0.chunks_exact(rec).zip(w1.chunks_exact(rec)).enumerate() {
-        let (p0, p1) = (r0.as_ptr(), r1.as_ptr());
-        prefetch(p0, rec);
-        prefetch(p1, rec);
-        // SAFETY: as in `weights_q4_1`.
-        unsafe {
-            let tile = scratch.weights[b].0.as_mut_ptr();
-            let mut wsum = _mm512_setzero_si512();
-            for c in 0..8 {
-                let v = pair(p0.add(16 + 32 * c), p1.add(16 + 32 * c));
-                _mm512_store_si512(tile.add(64 * c) as *mut _, v);
+            let mut row = |r: usize, v: __m512i| {
+                _mm512_store_si512(tile.add(64 * r) as *mut _, v);
                 wsum = _mm512_dpbusd_epi32(wsum, ones, v);
+            };
+            if Q4 {
+                for c in 0..4 {
+                    let v = pair(p0.add(32 + 32 * c), p1.add(32 + 32 * c));
+                    row(c, _mm512_and_si512(v, low));
+                    row(4 + c, _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
+                }
+            } else {
+                for c in 0..8 {
+                    row(c, pair(p0.add(16 + 32 * c), p1.add(16 + 32 * c)));
+                }
             }
             let excess = _mm512_slli_epi32(wsum, 7);
             _mm512_store_si512(scratch.excess[b].0.as_mut_ptr() as *mut _, excess);
             scratch.d[b] = f16x16(p0, p1);
+            if Q4 {
+                scratch.m[b] = f16x16(p0.add(16), p1.add(16));
+            }
         }
     }
 }
