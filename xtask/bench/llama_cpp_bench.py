@@ -6,18 +6,37 @@ sides do identical work: a prefill of N tokens, then greedy decode steps.
 """
 
 import json
+import os
 import resource
 import statistics
 import sys
 import time
 
+import llama_cpp
 from llama_cpp import Llama
+
+
+def without_extra_buffer_types() -> None:
+    """Loads models without llama.cpp's extra buffer types (AMX tiles, repacked
+    weights): llama-cpp-python 0.3.36 crashes in its AMX path on some AMX CPUs,
+    and `cargo xtask bench` then measures it this way rather than not at all."""
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_model_default_params = params
+    llama_cpp.llama.llama_cpp.llama_model_default_params = params
 
 
 def main() -> None:
     path, prompt_json, gen, runs, threads = sys.argv[1:6]
     prompt = json.loads(prompt_json)
     gen, runs, threads = int(gen), int(runs), int(threads)
+    if os.environ.get("LLAMA_CPP_NO_EXTRA_BUFFERS") == "1":
+        without_extra_buffer_types()
     llm = Llama(model_path=path, n_ctx=len(prompt) + gen + 8, n_threads=threads,
                 n_threads_batch=threads, n_batch=512, verbose=False, logits_all=False)
     prefill, decode = [], []
