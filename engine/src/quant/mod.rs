@@ -11,6 +11,10 @@
 //! Weights are repacked at load time into groups of eight rows whose blocks are
 //! interleaved (see [`QFormat::group_bytes`] and `kernels.rs`), so a kernel call
 //! produces eight outputs; work is split over the engine pool by row groups.
+//! The kernels: scalar and AVX2 (`kernels.rs`), VNNI (`vnni.rs`), and AMX tiles
+//! for products of many rows (`amx.rs`). All of them sum the same integers and
+//! scale them with the same float operations, so a row's bits do not depend on
+//! the CPU path it takes or on the rows beside it.
 
 mod amx;
 mod kernels;
@@ -342,7 +346,7 @@ impl QMatrix {
             // and group (for the LM head of a 24-sequence step, 147k of them).
             // Rows go in chunks so that a long prefill keeps the buffer small.
             for first in (0..m).step_by(STRIPE_ROWS) {
-                let chunk = first..STRIPE_ROWS.min(m - first) + first;
+                let chunk = first..(first + STRIPE_ROWS).min(m);
                 let tile_len = chunk.len() * width;
                 if tile.len() < tile_len {
                     tile.resize(tile_len, 0.0);
@@ -618,9 +622,13 @@ mod tests {
     #[test]
     fn a_row_gets_the_same_bits_alone_or_among_many() {
         // More rows than one pass over a stripe takes, a partial last group,
-        // and enough groups for several stripes.
-        let (rows, cols, m) = (203, 96, STRIPE_ROWS + 9);
-        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        // and enough groups for several stripes; on AMX (many rows), a last
+        // tile of more and of fewer than half a tile's rows, and a lone last
+        // group (nine groups) as well as a pair.
+        for ((rows, cols, m), dtype) in [(203, 96, STRIPE_ROWS + 9), (69, 64, STRIPE_ROWS + 5)]
+            .into_iter()
+            .flat_map(|shape| [(shape, GgmlDType::Q4_1), (shape, GgmlDType::Q8_0)])
+        {
             let w = Tensor::from_vec(random(rows * cols, 11), (rows, cols), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let mat = QMatrix::from_qtensor(&q).unwrap().unwrap();
