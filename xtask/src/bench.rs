@@ -85,33 +85,37 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     .context("teacherlm bench --memory-bandwidth output")?;
     if !quick {
         let py = bench_python()?;
-        for (name, script) in [
-            ("llama.cpp Q4_1", "llama_cpp_bench.py"),
-            ("transformers f32", "transformers_bench.py"),
+        // A baseline that fails may name a switch for a second, plainer try:
+        // llama-cpp-python 0.3.36 crashes in its AMX path on some AMX CPUs,
+        // and its plain CPU kernels still make a baseline.
+        for (name, script, plainer) in [
+            (
+                "llama.cpp Q4_1",
+                "llama_cpp_bench.py",
+                Some((
+                    "LLAMA_CPP_NO_EXTRA_BUFFERS",
+                    "its extra buffer types (AMX, repacked weights)",
+                )),
+            ),
+            ("transformers f32", "transformers_bench.py", None),
         ] {
             let script = root().join("xtask/bench").join(script);
-            let run = |extra_buffers: bool| {
-                output(
-                    Command::new(&py)
-                        .arg(&script)
-                        .arg(&model)
-                        .args([prompt.as_str(), GEN, RUNS, THREADS])
-                        .env("OMP_NUM_THREADS", THREADS)
-                        .env(
-                            "LLAMA_CPP_NO_EXTRA_BUFFERS",
-                            if extra_buffers { "0" } else { "1" },
-                        ),
-                )
+            let run = |switch: Option<&str>| {
+                let mut cmd = Command::new(&py);
+                cmd.arg(&script)
+                    .arg(&model)
+                    .args([prompt.as_str(), GEN, RUNS, THREADS])
+                    .env("OMP_NUM_THREADS", THREADS);
+                if let Some(var) = switch {
+                    cmd.env(var, "1");
+                }
+                output(&mut cmd)
             };
-            let mut result = run(true);
-            if let (Err(e), true) = (&result, script.ends_with("llama_cpp_bench.py")) {
-                // llama-cpp-python 0.3.36 crashes in its AMX path on some AMX
-                // CPUs; its plain CPU kernels still make a baseline.
+            let mut result = run(None);
+            if let (Err(e), Some((var, what))) = (&result, plainer) {
                 eprintln!("{name} baseline failed: {e:#}");
-                eprintln!(
-                    "{name}: measuring again without its extra buffer types (AMX, repacked weights)"
-                );
-                result = run(false);
+                eprintln!("{name}: measuring again without {what}");
+                result = run(Some(var));
             }
             match result {
                 Ok(out) => {

@@ -1,19 +1,16 @@
 //! Dot products of quantized weights with Q8_1 activations, eight weight rows at
-//! a time over the interleaved layout of [`super::QMatrix`].
-//!
-//! The AVX2 kernels follow the idea of llama.cpp's repacked GEMV
-//! (`ggml_gemv_q4_0_8x8_q8_0` in `ggml-cpu/repack.cpp`): the weights of eight rows
-//! for the same four activation values sit side by side in one 32-byte vector,
-//! so one `maddubs` against the four activations broadcast serves eight rows, the
-//! eight scales convert in one instruction, and one accumulator holds the eight
-//! outputs. Per row and block this is about a third of the instructions of the
-//! one-row kernel (`ggml_vec_dot_q4_1_q8_1`), which on a 2-core machine is the
-//! difference between compute-bound and memory-bound decoding.
+//! a time over the interleaved layout of [`super::QMatrix`]: the choice of
+//! kernel for this CPU, the scalar reference, tiling of rows into kernel calls,
+//! and the quantization of activations. The SIMD bodies (AVX2, VNNI) are in
+//! `simd.rs`. Eight rows per call is about a third of the instructions per row
+//! and block of the one-row kernel (`ggml_vec_dot_q4_1_q8_1`), which on a
+//! 2-core machine is the difference between compute-bound and memory-bound
+//! decoding.
 
 use half::f16;
 
 #[cfg(target_arch = "x86_64")]
-use super::vnni;
+use super::simd;
 use super::{BlockQ81, GROUP, QFormat, QK};
 
 /// `$kernel(group, xs)` for `N` rows with at most [`Q8_0_TILE`] rows a call:
@@ -58,9 +55,10 @@ pub(super) enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// The fastest kernel this CPU runs (detected once: every product asks).
     pub(super) fn detect() -> Self {
-        Self::available().pop().unwrap_or(Self::Scalar)
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| Self::available().pop().unwrap_or(Self::Scalar))
     }
 
     /// Every kernel this CPU runs, slowest first (the scalar one always).
@@ -106,22 +104,22 @@ impl Kernel {
             // SAFETY: the CPU features were detected at run time; the lengths
             // were checked above.
             #[cfg(target_arch = "x86_64")]
-            (Self::Avx2, QFormat::Q4_1) => unsafe { dot8xn_q4_1_avx2(group, xs) },
+            (Self::Avx2, QFormat::Q4_1) => unsafe { simd::dot8xn_q4_1_avx2(group, xs) },
             // Eight weight vectors per block leave sixteen registers room for
             // four rows at a time.
             #[cfg(target_arch = "x86_64")]
-            (Self::Avx2, QFormat::Q8_0) => in_tiles_of_four!(dot8xn_q8_0_avx2, group, xs),
+            (Self::Avx2, QFormat::Q8_0) => in_tiles_of_four!(simd::dot8xn_q8_0_avx2, group, xs),
             #[cfg(target_arch = "x86_64")]
-            (Self::AvxVnni, QFormat::Q4_1) => unsafe { vnni::dot8xn_q4_1_avxvnni(group, xs) },
+            (Self::AvxVnni, QFormat::Q4_1) => unsafe { simd::dot8xn_q4_1_avxvnni(group, xs) },
             #[cfg(target_arch = "x86_64")]
             (Self::AvxVnni, QFormat::Q8_0) => {
-                in_tiles_of_four!(vnni::dot8xn_q8_0_avxvnni, group, xs)
+                in_tiles_of_four!(simd::dot8xn_q8_0_avxvnni, group, xs)
             }
             #[cfg(target_arch = "x86_64")]
-            (Self::Avx512Vnni, QFormat::Q4_1) => unsafe { vnni::dot8xn_q4_1_avx512(group, xs) },
+            (Self::Avx512Vnni, QFormat::Q4_1) => unsafe { simd::dot8xn_q4_1_avx512(group, xs) },
             // Thirty-two registers hold a whole tile.
             #[cfg(target_arch = "x86_64")]
-            (Self::Avx512Vnni, QFormat::Q8_0) => unsafe { vnni::dot8xn_q8_0_avx512(group, xs) },
+            (Self::Avx512Vnni, QFormat::Q8_0) => unsafe { simd::dot8xn_q8_0_avx512(group, xs) },
         }
     }
 }
@@ -186,113 +184,6 @@ pub(super) fn lanes(v: std::arch::x86_64::__m256) -> [f32; GROUP] {
     // SAFETY: `out` holds eight floats.
     unsafe { std::arch::x86_64::_mm256_storeu_ps(out.as_mut_ptr(), v) };
     out
-}
-
-/// Q4_1 x Q8_1 for a row group and `N` activation rows. Record: `d[8]`, `m[8]`
-/// as f16, then four 32-byte vectors; byte `4j + k` of vector `c` is byte
-/// `4c + k` of row `j`'s block, so its low nibble pairs with activation `4c + k`
-/// and its high nibble with `16 + 4c + k`. The minimum's term goes into the
-/// same accumulator as the products: the sum is the same, and it saves `N`
-/// registers.
-///
-/// # Safety
-/// AVX2, FMA and F16C; `group.len() == x.len() * 160` for every `x` of `xs`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot8xn_q4_1_avx2<const N: usize>(
-    group: &[u8],
-    xs: [&[BlockQ81]; N],
-) -> [[f32; GROUP]; N] {
-    use std::arch::x86_64::*;
-    let rec = QFormat::Q4_1.group_bytes();
-    let nb = group.len() / rec;
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); N];
-    // Raw pointers: the lengths were checked once by the caller's contract, and
-    // per-row bounds checks in the inner loop cost registers the tile needs.
-    let xp: [*const BlockQ81; N] = xs.map(|x| x.as_ptr());
-    for b in 0..nb {
-        // SAFETY: record `b` lies inside `group`, and block `b` inside every
-        // activation row (the caller's length contract); `qs` is 32 bytes, read
-        // 4 at a time.
-        unsafe {
-            let p = group.as_ptr().add(b * rec);
-            prefetch(p, rec);
-            // Sums of eight `maddubs` pairs: at most 8 * 2 * 15 * 127 < 2^15.
-            let mut sum = [_mm256_setzero_si256(); N];
-            for c in 0..4 {
-                let v = _mm256_loadu_si256(p.add(32 + 32 * c) as *const __m256i);
-                let lo = _mm256_and_si256(v, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                for (s, x) in sum.iter_mut().zip(&xp) {
-                    let xq = (*x.add(b)).qs.as_ptr() as *const i32;
-                    let x_lo = _mm256_set1_epi32(xq.add(c).read_unaligned());
-                    let x_hi = _mm256_set1_epi32(xq.add(4 + c).read_unaligned());
-                    let pair = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(lo, x_lo),
-                        _mm256_maddubs_epi16(hi, x_hi),
-                    );
-                    *s = _mm256_add_epi16(*s, pair);
-                }
-            }
-            let d = load_f16x8(p);
-            let m = load_f16x8(p.add(16));
-            for ((a, s), x) in acc.iter_mut().zip(sum).zip(&xp) {
-                let xb = &*x.add(b);
-                let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
-                *a = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb.d)), isum, *a);
-                *a = _mm256_fmadd_ps(m, _mm256_set1_ps(xb.s), *a);
-            }
-        }
-    }
-    acc.map(|a| lanes(a))
-}
-
-/// Q8_0 x Q8_1 for a row group and `N` activation rows. Record: `d[8]` as f16,
-/// then eight 32-byte vectors; byte `4j + k` of vector `c` is weight `4c + k` of
-/// row `j`.
-///
-/// # Safety
-/// AVX2, FMA and F16C; `group.len() == x.len() * 272` for every `x` of `xs`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot8xn_q8_0_avx2<const N: usize>(
-    group: &[u8],
-    xs: [&[BlockQ81]; N],
-) -> [[f32; GROUP]; N] {
-    use std::arch::x86_64::*;
-    let rec = QFormat::Q8_0.group_bytes();
-    let nb = group.len() / rec;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); N];
-    let xp: [*const BlockQ81; N] = xs.map(|x| x.as_ptr());
-    for b in 0..nb {
-        // SAFETY: as in `dot8xn_q4_1_avx2`.
-        unsafe {
-            let p = group.as_ptr().add(b * rec);
-            prefetch(p, rec);
-            let mut sum = [_mm256_setzero_si256(); N];
-            for c in 0..8 {
-                let w = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
-                // maddubs needs an unsigned left operand: |w| times x carrying
-                // w's sign. A pair is at most 2 * 127 * 127 < 2^15.
-                let aw = _mm256_sign_epi8(w, w);
-                for (s, x) in sum.iter_mut().zip(&xp) {
-                    let xq = (*x.add(b)).qs.as_ptr() as *const i32;
-                    let xv = _mm256_set1_epi32(xq.add(c).read_unaligned());
-                    let pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w));
-                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, ones));
-                }
-            }
-            let d = load_f16x8(p);
-            for ((a, s), x) in acc.iter_mut().zip(sum).zip(&xp) {
-                let scale = _mm256_mul_ps(d, _mm256_set1_ps((*x.add(b)).d));
-                *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), *a);
-            }
-        }
-    }
-    acc.map(|a| lanes(a))
 }
 
 impl Kernel {

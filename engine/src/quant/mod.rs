@@ -11,14 +11,14 @@
 //! Weights are repacked at load time into groups of eight rows whose blocks are
 //! interleaved (see [`QFormat::group_bytes`] and `kernels.rs`), so a kernel call
 //! produces eight outputs; work is split over the engine pool by row groups.
-//! The kernels: scalar and AVX2 (`kernels.rs`), VNNI (`vnni.rs`), and AMX tiles
+//! The kernels: scalar (`kernels.rs`), AVX2 and VNNI (`simd.rs`), and AMX tiles
 //! for products of many rows (`amx.rs`). All of them sum the same integers and
 //! scale them with the same float operations, so a row's bits do not depend on
 //! the CPU path it takes or on the rows beside it.
 
 mod amx;
 mod kernels;
-mod vnni;
+mod simd;
 
 use std::ops::Range;
 use std::sync::Arc;
