@@ -14,7 +14,11 @@
 //! starts with a long stretch of one of them (TeacherLM's three kinds differ
 //! only in their last few tokens; sampled paths of one question share all of
 //! it) starts from that cache, shared rather than copied ([`Cache::on_prefix`]),
-//! and prefills only the rest, as vLLM's automatic prefix caching does. Prompts that arrive together ([`Batch::add_many`]) prefill in
+//! and prefills only the rest, as vLLM's automatic prefix caching does. A kept
+//! cache that itself starts on another keeps only its own positions, so the
+//! three kinds of a question, asked again, all read one copy of the question
+//! (a step then reads it once from memory for the three, their rows side by
+//! side). Prompts that arrive together ([`Batch::add_many`]) prefill in
 //! shared passes over the weights, a prompt waiting for the pass of another it
 //! starts like.
 
@@ -136,23 +140,48 @@ impl<'m> Batch<'m> {
             .unwrap_or_else(|| self.model.lm().new_cache())
     }
 
-    /// Remembers `prompt`'s cache, evicting the oldest beyond the memory budget.
-    /// Stored caches are flat (their own copy of every position), so a cache
-    /// made from one has at most two parts.
-    fn remember(&mut self, prompt: &[u32], cache: &Cache) {
+    /// Remembers `prompt`'s cache (a compact copy, on the same shared prefix),
+    /// evicting the oldest beyond the memory budget; a prompt already stored
+    /// only becomes the newest. A cache that starts on no other is stored
+    /// itself and `cache` becomes a view of it, so the prompts that reuse it
+    /// and this sequence read one copy.
+    fn remember(&mut self, prompt: &[u32], cache: &mut Cache) {
         if prompt.len() < MIN_SHARED_PREFIX {
             return;
         }
-        let mut flat = cache.clone();
-        if flat.flatten().is_err() || flat.bytes() > PREFIX_STORE_BYTES / 2 {
+        if let Some(i) = self.prefixes.iter().position(|(p, _)| p == prompt) {
+            let entry = self.prefixes.remove(i);
+            self.prefixes.push(entry);
             return;
         }
-        self.prefixes.retain(|(p, _)| p != prompt);
-        self.prefixes.push((prompt.to_vec(), Arc::new(flat)));
-        let mut total: usize = self.prefixes.iter().map(|(_, c)| c.bytes()).sum();
-        while total > PREFIX_STORE_BYTES {
-            total -= self.prefixes.remove(0).1.bytes();
+        let stored = Arc::new(cache.compacted());
+        if stored.bytes() > PREFIX_STORE_BYTES / 2 {
+            return;
         }
+        if stored.base().is_none() {
+            match Cache::on_prefix(Arc::clone(&stored), prompt.len()) {
+                Ok(view) => *cache = view,
+                Err(_) => return,
+            }
+        }
+        self.prefixes.push((prompt.to_vec(), stored));
+        while self.prefixes.len() > 1 && self.prefix_store_bytes() > PREFIX_STORE_BYTES {
+            self.prefixes.remove(0);
+        }
+    }
+
+    /// Memory the caches kept for reuse hold: each one's own buffers, and
+    /// once each cache they start on that is no longer kept itself.
+    pub fn prefix_store_bytes(&self) -> usize {
+        let stored = |c: &Arc<Cache>| self.prefixes.iter().any(|(_, s)| Arc::ptr_eq(s, c));
+        let mut bases: Vec<&Arc<Cache>> = Vec::new();
+        for base in self.prefixes.iter().filter_map(|(_, c)| c.base()) {
+            if !stored(base) && !bases.iter().any(|b| Arc::ptr_eq(b, base)) {
+                bases.push(base);
+            }
+        }
+        self.prefixes.iter().map(|(_, c)| c.bytes()).sum::<usize>()
+            + bases.iter().map(|b| b.bytes()).sum::<usize>()
     }
 
     /// Running sequences.
@@ -273,14 +302,14 @@ impl<'m> Batch<'m> {
             .map(|(c, r)| c.len() - r.len())
             .sum::<usize>();
         let mut ids = Vec::with_capacity(wave.len());
-        for (((&j, cache), logits), sampler) in wave
+        for (((&j, mut cache), logits), sampler) in wave
             .iter()
             .zip(caches)
             .zip(logits.chunks_exact(lm.vocab_size()))
             .zip(samplers)
         {
             let (prompt, params) = jobs[j];
-            self.remember(prompt, &cache);
+            self.remember(prompt, &mut cache);
             let id = self.next_id;
             self.next_id += 1;
             self.seqs.push(Sequence {
@@ -391,6 +420,10 @@ impl<'m> Batch<'m> {
                 None => going.push(seq),
             }
         }
+        // Sequences on one shared prompt side by side: the step attends row
+        // after row, so the rows after the first read that prompt's keys and
+        // values from cache rather than memory.
+        going.sort_by_key(|s| s.cache.base().map_or(0, |b| Arc::as_ptr(b) as usize));
         if !going.is_empty() {
             let tokens: Vec<u32> = going.iter().map(|s| *s.context.last().unwrap()).collect();
             let mut caches: Vec<&mut Cache> = going.iter_mut().map(|s| &mut s.cache).collect();

@@ -201,6 +201,8 @@ pub struct Cache {
 }
 
 /// The first `len` positions of a frozen cache that a [`Cache`] starts with.
+/// That cache is flat (it starts on none itself), so a cache is at most two
+/// runs: the shared one, then its own.
 #[derive(Debug, Clone)]
 struct Shared {
     cache: Arc<Cache>,
@@ -250,6 +252,25 @@ impl Layer {
         }
     }
 
+    /// The first `n` positions (at most those written) in buffers of their
+    /// size.
+    fn compacted(&self, n: usize) -> Layer {
+        let n = n.min(self.len);
+        let mut out = Layer::new(self.k.precision());
+        if n > 0 {
+            (out.batch, out.heads, out.dim, out.capacity, out.len) =
+                (self.batch, self.heads, self.dim, n, n);
+            let d = self.dim;
+            for (dst, src) in [(&mut out.k, &self.k), (&mut out.v, &self.v)] {
+                *dst = src.zeros(self.batch * self.heads * n * d);
+                for r in 0..self.batch * self.heads {
+                    dst.copy_from(r * n * d, src, r * self.capacity * d, n * d);
+                }
+            }
+        }
+        out
+    }
+
     /// This layer's first `n` positions followed by those of `own`.
     fn joined(&self, n: usize, own: &Layer) -> Result<Layer> {
         let mut out = self.clone();
@@ -284,18 +305,19 @@ impl Cache {
     }
 
     /// An empty cache of the same kind as `prefix` that starts with its first
-    /// `len` positions, shared rather than copied.
+    /// `len` positions, shared rather than copied. Where `prefix` itself starts
+    /// on a shared cache and `len` reaches past it, the new cache shares that
+    /// one too and copies only `prefix`'s own positions up to `len` (a view
+    /// keeps two parts): the prompts of one question's three kinds, each
+    /// remembered on the question's cache, then all read one copy of it.
     pub fn on_prefix(prefix: Arc<Cache>, len: usize) -> Result<Self> {
         if let Some(s) = &prefix.shared {
-            if len <= s.len {
-                return Self::on_prefix(Arc::clone(&s.cache), len);
+            let mut out = Self::on_prefix(Arc::clone(&s.cache), s.len.min(len))?;
+            if len > s.len {
+                let own = (len - s.len).min(prefix.layers.first().map_or(0, |l| l.len));
+                out.layers = prefix.layers.iter().map(|l| l.compacted(own)).collect();
             }
-            // A prefix that itself starts on a shared one: copied flat, so a
-            // view has at most two parts.
-            let mut flat = (*prefix).clone();
-            flat.flatten()?;
-            flat.truncate(len);
-            return Ok(flat);
+            return Ok(out);
         }
         let len = len.min(prefix.len());
         Ok(Self {
@@ -307,6 +329,21 @@ impl Cache {
             max_len: prefix.max_len,
             shared: Some(Shared { cache: prefix, len }),
         })
+    }
+
+    /// A copy holding its own positions in buffers of just their size (a
+    /// cache kept for reuse), still on the same shared prefix.
+    pub fn compacted(&self) -> Self {
+        Self {
+            layers: self.layers.iter().map(|l| l.compacted(l.len)).collect(),
+            max_len: self.max_len,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The frozen cache this one starts on, if any.
+    pub fn base(&self) -> Option<&Arc<Cache>> {
+        self.shared.as_ref().map(|s| &s.cache)
     }
 
     /// Copies any shared prefix into this cache's own buffers.
@@ -557,15 +594,27 @@ mod tests {
         push_range(&mut want, 0, 40, 0.0);
         assert_eq!(keys(&short, 0), keys(&want, 0));
         // A prefix of a cache that is itself on a prefix: within the first
-        // part it shares the stored cache; past it, a flat copy.
+        // part it shares the stored cache; past it, it shares the stored
+        // cache too and copies the positions after it, in buffers of their
+        // size.
         let inner = Cache::on_prefix(Arc::new(shared.clone()), 45).unwrap();
-        assert!(Arc::ptr_eq(&inner.shared.as_ref().unwrap().cache, &stored));
-        let mut outer = Cache::on_prefix(Arc::new(shared), 60).unwrap();
-        assert!(outer.shared.is_none());
+        assert!(Arc::ptr_eq(inner.base().unwrap(), &stored));
+        let mut outer = Cache::on_prefix(Arc::new(shared.compacted()), 60).unwrap();
+        assert!(Arc::ptr_eq(outer.base().unwrap(), &stored));
+        assert_eq!(
+            (outer.len(), outer.layers[1].len, outer.layers[1].capacity),
+            (60, 10, 10)
+        );
+        let view = outer.push(1, 3, &[7.0; 12], &[7.0; 12]).unwrap();
+        assert_eq!((view.prefix.map(|p| p.len), view.own.len), (Some(50), 11));
+        outer.truncate(60);
+        let mut flat_outer = outer.clone();
+        flat_outer.flatten().unwrap();
         let mut want = Cache::with_precision(2, 1000, KvPrecision::F16);
         push_range(&mut want, 0, 50, 0.0);
         push_range(&mut want, 50, 60, 1000.0);
-        assert_eq!(keys(&outer, 1), keys(&want, 1));
+        assert_eq!(keys(&flat_outer, 0), keys(&want, 0));
+        assert_eq!(keys(&flat_outer, 1), keys(&want, 1));
         outer.reset();
         assert!(outer.is_empty());
         // The tensor path copies the prefix in before appending.

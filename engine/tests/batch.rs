@@ -272,3 +272,65 @@ fn prompts_sharing_a_prefix_reuse_its_cache_and_generate_the_same() {
         }
     }
 }
+
+#[test]
+fn the_kinds_of_a_question_keep_one_copy_of_it_and_a_repeated_prompt_runs_one_token() {
+    for name in ["llama-tiny", "bloom-tiny", "opt-tiny"] {
+        let model = load(name);
+        let stem = "Q: Determine the correctness of the following sentence. Soup is a solid \
+                    food. (A) True (B) False A: The answer is (B).";
+        let prompts: Vec<Vec<u32>> = [
+            " Let's think step by step.",
+            " The common mistakes are:",
+            " The fundamental of this question is:",
+        ]
+        .iter()
+        .map(|t| model.encode_prompt(&format!("{stem}{t}")).unwrap())
+        .collect();
+        let mut batch = Batch::new(&model);
+        let mut ids = vec![batch.add(&prompts[0], &params(0)).unwrap()];
+        let one = batch.prefix_store_bytes();
+        assert!(one > 0, "{name}: the first prompt was not kept");
+        for p in &prompts[1..] {
+            ids.push(batch.add(p, &params(0)).unwrap());
+        }
+        // The other two keep only the positions after the shared stem (each
+        // a full copy would make this three times `one`). BLOOM and OPT run
+        // on the tensor path, which copies a shared prefix in.
+        let three = batch.prefix_store_bytes();
+        if name == "llama-tiny" {
+            assert!(
+                2 * three < 3 * one,
+                "{name}: {three} bytes kept against {one} for one"
+            );
+        }
+        // The same prompts again (the same questions asked twice): each runs
+        // only its last token, and generates what it generated alone.
+        let reused = batch.reused_prefix_tokens();
+        for p in &prompts {
+            ids.push(batch.add(p, &params(0)).unwrap());
+        }
+        let lens: usize = prompts.iter().map(|p| p.len() - 1).sum();
+        assert_eq!(batch.reused_prefix_tokens() - reused, lens, "{name}");
+        assert_eq!(
+            batch.prefix_store_bytes(),
+            three,
+            "{name}: a repeated prompt was kept again"
+        );
+        let mut done = vec![None; ids.len()];
+        while done.iter().any(Option::is_none) {
+            for e in batch.step().unwrap() {
+                if let Event::Done { id, generation } = e
+                    && let Some(i) = ids.iter().position(|&x| x == id)
+                {
+                    done[i] = Some(generation);
+                }
+            }
+        }
+        for (i, got) in done.into_iter().enumerate() {
+            let p = &prompts[i % 3];
+            let alone = generate(&model, p, &params(0), |_| ControlFlow::Continue(())).unwrap();
+            assert_eq!(got.unwrap().ids, alone.ids, "{name}: sequence {i}");
+        }
+    }
+}
