@@ -81,8 +81,26 @@ impl Kernel {
         kernels
     }
 
+    /// Readies quantized activation rows for [`Kernel::dot8xn`] with `format`
+    /// weights, in place: the VNNI kernels take Q8_0's activations biased to
+    /// unsigned bytes (`q + 128`, which is `q ^ 0x80`).
+    pub(super) fn prepare(self, format: QFormat, blocks: &mut [BlockQ81]) {
+        #[cfg(target_arch = "x86_64")]
+        let biased = format == QFormat::Q8_0 && matches!(self, Self::Avx512Vnni | Self::AvxVnni);
+        #[cfg(not(target_arch = "x86_64"))]
+        let biased = false;
+        if biased {
+            for b in blocks {
+                for q in &mut b.qs {
+                    *q ^= i8::MIN;
+                }
+            }
+        }
+    }
+
     /// The eight dot products of one row group (`group`: its blocks for every
-    /// block column, in order) with each of the `N` activation rows `xs`. Each
+    /// block column, in order) with each of the `N` activation rows `xs` (as
+    /// [`Kernel::prepare`] left them). Each
     /// weight vector is loaded and unpacked once for all `N` rows, and a row's
     /// arithmetic is the same whatever `N` is and wherever the row sits in the
     /// tile, so a sequence gets the same bits alone or in a batch.
@@ -247,27 +265,31 @@ unsafe fn quantize_row_q8_1_avx2(x: &[f32], out: &mut [BlockQ81]) {
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let idv = _mm256_set1_ps(id);
-        let mut q = [0i32; QK];
-        for (k, vk) in v.iter().enumerate() {
-            let r = _mm256_mul_ps(*vk, idv);
+        let q: [__m256i; 4] = std::array::from_fn(|k| {
+            let r = _mm256_mul_ps(v[k], idv);
             let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(r);
             let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(r, t));
             let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, half);
             let step = _mm256_or_ps(_mm256_and_ps(r, sign), one);
-            let rounded = _mm256_add_ps(t, _mm256_and_ps(up, step));
-            // SAFETY: `q` has room for 8 more i32 at `8 * k`.
-            unsafe {
-                _mm256_storeu_si256(
-                    q.as_mut_ptr().add(8 * k) as *mut __m256i,
-                    _mm256_cvtps_epi32(rounded),
-                )
-            };
-        }
-        let mut sum = 0i32;
-        for (dst, &v) in b.qs.iter_mut().zip(&q) {
-            *dst = v as i8;
-            sum += v;
-        }
+            _mm256_cvtps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)))
+        });
+        // The values are within +-127: packing to bytes is exact, and the
+        // packs' lane interleave is undone by one permute (llama.cpp's
+        // `quantize_row_q8_1` for AVX2 does the same).
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: `qs` is 32 bytes.
+        unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr() as *mut __m256i, bytes) };
+        let total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let halves = _mm_add_epi32(
+            _mm256_castsi256_si128(total),
+            _mm256_extracti128_si256::<1>(total),
+        );
+        let pairs = _mm_add_epi32(halves, _mm_unpackhi_epi64(halves, halves));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(pairs, _mm_shuffle_epi32::<1>(pairs)));
         b.d = f16::from_f32(d).to_f32();
         b.s = f16::from_f32(sum as f32 * d).to_f32();
     }

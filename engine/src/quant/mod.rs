@@ -320,6 +320,7 @@ impl QMatrix {
                 })
             });
         }
+        kernel.prepare(self.format, &mut xq);
         let rows: Vec<&[BlockQ81]> = xq.chunks_exact(nb).collect();
         crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
             self.fill_stripe(m, features, dst, |tile, chunk, features| {
@@ -586,6 +587,10 @@ mod tests {
                     .collect();
                 let mut first_simd: Option<Vec<[f32; GROUP]>> = None;
                 for simd in Kernel::available().into_iter().skip(1) {
+                    let mut xs = xs.clone();
+                    for x in &mut xs {
+                        simd.prepare(mat.format, x);
+                    }
                     let mut got: Vec<Vec<[f32; GROUP]>> = vec![
                         simd.dot8xn::<1>(mat.format, w, [&xs[0][..]]).to_vec(),
                         simd.dot8xn::<3>(mat.format, w, std::array::from_fn(|k| &xs[k][..]))

@@ -1,6 +1,6 @@
 //! The x86 kernels of [`super::kernels`]: Q4_1 and Q8_0 weights times Q8_1
 //! activations, eight weight rows at a time over the interleaved layout of
-//! [`super::QMatrix`], in three builds of one body.
+//! [`super::QMatrix`], in three builds (AVX2, and two of VNNI).
 //!
 //! - AVX2 follows llama.cpp's repacked GEMV (`ggml_gemv_q4_0_8x8_q8_0` in
 //!   `ggml-cpu/repack.cpp`): the weights of eight rows for the same four
@@ -14,9 +14,11 @@
 //!   registers, so a Q8_0 tile holds eight rows) and with AVX-VNNI (the VEX
 //!   encoding of Alder Lake-class cores without AVX-512, sixteen registers).
 //!
-//! Only the integer step differs between the builds; the sums are the same
-//! integers and the float arithmetic that scales them is shared, so every
-//! build gives the same bits (the quant tests compare them). A decode step of
+//! Only the integer step differs between the builds (Q4_1 is one body built
+//! three times; VNNI's Q8_0 takes its activations biased to unsigned bytes and
+//! subtracts the bias again); the sums are the same integers and the float
+//! arithmetic that scales them is shared, so every build gives the same bits
+//! (the quant tests compare them). A decode step of
 //! many sequences is bound by these kernels' instructions, not memory, so each
 //! instruction saved shows in its speed.
 
@@ -27,17 +29,16 @@ use std::arch::x86_64::*;
 use super::kernels::{lanes, load_f16x8, prefetch};
 use super::{BlockQ81, GROUP, QFormat};
 
-/// Generates the Q4_1 and Q8_0 kernels of one build. `$features` are the CPU
-/// features it needs; `q4_1` adds a record vector's products for one row to
-/// its running sum `s` (low nibbles `lo` against activations `x_lo`, high ones
-/// `hi` against `x_hi`); `q8_0` adds `|w|` times `x` carrying `w`'s sign; and
-/// `i32` turns a Q4_1 block's running sum into eight i32 lanes.
-macro_rules! kernels {
+/// Generates the Q4_1 kernel of one build. `$features` are the CPU features
+/// it needs; `step` adds a record vector's products for one row to its
+/// running sum `s` (low nibbles `lo` against activations `x_lo`, high ones
+/// `hi` against `x_hi`), and `i32` turns a block's running sum into eight i32
+/// lanes.
+macro_rules! q4_1_kernel {
     (
-        $q4_1:ident, $q8_0:ident, $features:literal,
-        q4_1: |$s:ident, $lo:ident, $x_lo:ident, $hi:ident, $x_hi:ident| $q4_step:expr,
-        i32: |$t:ident| $q4_sum:expr,
-        q8_0: |$s8:ident, $aw:ident, $xs:ident| $q8_step:expr $(,)?
+        $q4_1:ident, $features:literal,
+        step: |$s:ident, $lo:ident, $x_lo:ident, $hi:ident, $x_hi:ident| $q4_step:expr,
+        i32: |$t:ident| $q4_sum:expr $(,)?
     ) => {
         /// Q4_1 x Q8_1 for a row group and `N` activation rows. Record: `d[8]`,
         /// `m[8]` as f16, then four 32-byte vectors; byte `4j + k` of vector
@@ -93,43 +94,120 @@ macro_rules! kernels {
             }
             acc.map(|a| lanes(a))
         }
+    };
+}
 
-        /// Q8_0 x Q8_1 for a row group and `N` activation rows. Record: `d[8]`
-        /// as f16, then eight 32-byte vectors; byte `4j + k` of vector `c` is
-        /// weight `4c + k` of row `j`. Both integer steps want an unsigned
-        /// left operand: `|w|` times `x` carrying `w`'s sign, the same products.
+// AVX2: a block's products gather as i16 pairs (eight `maddubs` pairs are at
+// most 8 * 2 * 15 * 127 < 2^15) and widen once per block.
+q4_1_kernel!(
+    dot8xn_q4_1_avx2, "avx2,fma,f16c",
+    step: |s, lo, x_lo, hi, x_hi| _mm256_add_epi16(
+        s,
+        _mm256_add_epi16(_mm256_maddubs_epi16(lo, x_lo), _mm256_maddubs_epi16(hi, x_hi)),
+    ),
+    i32: |s| _mm256_madd_epi16(s, _mm256_set1_epi16(1)),
+);
+q4_1_kernel!(
+    dot8xn_q4_1_avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    step: |s, lo, x_lo, hi, x_hi| _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s, lo, x_lo), hi, x_hi),
+    i32: |s| s,
+);
+q4_1_kernel!(
+    dot8xn_q4_1_avxvnni, "avx2,fma,f16c,avxvnni",
+    step: |s, lo, x_lo, hi, x_hi| _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(s, lo, x_lo), hi, x_hi),
+    i32: |s| s,
+);
+
+/// Q8_0 x Q8_1 on AVX2 for a row group and `N` activation rows. Record:
+/// `d[8]` as f16, then eight 32-byte vectors; byte `4j + k` of vector `c` is
+/// weight `4c + k` of row `j`. `maddubs` wants an unsigned left operand: `|w|`
+/// times `x` carrying `w`'s sign, the same products; a pair of them is at most
+/// `2 * 127 * 127 < 2^15` and widens at once.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `group.len() == x.len() * 272` for every `x` of `xs`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot8xn_q8_0_avx2<const N: usize>(
+    group: &[u8],
+    xs: [&[BlockQ81]; N],
+) -> [[f32; GROUP]; N] {
+    let rec = QFormat::Q8_0.group_bytes();
+    let nb = group.len() / rec;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let xp: [*const BlockQ81; N] = xs.map(|x| x.as_ptr());
+    for b in 0..nb {
+        // SAFETY: as in the Q4_1 kernels.
+        unsafe {
+            let p = group.as_ptr().add(b * rec);
+            prefetch(p, rec);
+            let mut sum = [_mm256_setzero_si256(); N];
+            for c in 0..8 {
+                let w = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
+                let aw = _mm256_sign_epi8(w, w);
+                for (s, x) in sum.iter_mut().zip(&xp) {
+                    let xq = (*x.add(b)).qs.as_ptr() as *const i32;
+                    let xv = _mm256_set1_epi32(xq.add(c).read_unaligned());
+                    let pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w));
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, ones));
+                }
+            }
+            let d = load_f16x8(p);
+            for ((a, s), x) in acc.iter_mut().zip(sum).zip(&xp) {
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps((*x.add(b)).d));
+                *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), *a);
+            }
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Generates the Q8_0 kernel of a VNNI build (`$dpbusd`, with `$features`).
+/// `dpbusd` multiplies unsigned by signed bytes, so the activations come
+/// biased (`q + 128` as a byte, [`super::kernels::Kernel::prepare`]) and each
+/// block's sums lose `128 * sum(w)` again, which one `dpbusd` of ones against
+/// each weight vector gives for all `N` rows: one instruction a row where
+/// taking `|w|` and moving `w`'s sign onto `x` took two. The integers are the
+/// AVX2 kernel's, and so are the bits.
+macro_rules! q8_0_kernel {
+    ($name:ident, $features:literal, $dpbusd:path) => {
+        /// Q8_0 x Q8_1 for a row group and `N` biased activation rows; the
+        /// record is as [`dot8xn_q8_0_avx2`] reads it.
         ///
         /// # Safety
         #[doc = concat!("The CPU features ", $features, "; `group.len() == x.len() * 272` for every `x` of `xs`.")]
         #[target_feature(enable = $features)]
-        pub(super) unsafe fn $q8_0<const N: usize>(
+        pub(super) unsafe fn $name<const N: usize>(
             group: &[u8],
             xs: [&[BlockQ81]; N],
         ) -> [[f32; GROUP]; N] {
             let rec = QFormat::Q8_0.group_bytes();
             let nb = group.len() / rec;
+            let ones = _mm256_set1_epi8(1);
             let mut acc = [_mm256_setzero_ps(); N];
             let xp: [*const BlockQ81; N] = xs.map(|x| x.as_ptr());
             for b in 0..nb {
-                // SAFETY: as in the Q4_1 kernel.
+                // SAFETY: as in the Q4_1 kernels.
                 unsafe {
                     let p = group.as_ptr().add(b * rec);
                     prefetch(p, rec);
                     let mut sum = [_mm256_setzero_si256(); N];
+                    let mut wsum = _mm256_setzero_si256();
                     for c in 0..8 {
                         let w = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
-                        let $aw = _mm256_sign_epi8(w, w);
+                        wsum = $dpbusd(wsum, ones, w);
                         for (s, x) in sum.iter_mut().zip(&xp) {
                             let xq = (*x.add(b)).qs.as_ptr() as *const i32;
                             let xv = _mm256_set1_epi32(xq.add(c).read_unaligned());
-                            let ($s8, $xs) = (*s, _mm256_sign_epi8(xv, w));
-                            *s = $q8_step;
+                            *s = $dpbusd(*s, xv, w);
                         }
                     }
+                    let excess = _mm256_slli_epi32(wsum, 7);
                     let d = load_f16x8(p);
                     for ((a, s), x) in acc.iter_mut().zip(sum).zip(&xp) {
                         let scale = _mm256_mul_ps(d, _mm256_set1_ps((*x.add(b)).d));
-                        *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), *a);
+                        let isum = _mm256_sub_epi32(s, excess);
+                        *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), *a);
                     }
                 }
             }
@@ -138,31 +216,13 @@ macro_rules! kernels {
     };
 }
 
-// AVX2: a Q4_1 block's products gather as i16 pairs (eight `maddubs` pairs
-// are at most 8 * 2 * 15 * 127 < 2^15) and widen once per block; a Q8_0
-// pair is at most 2 * 127 * 127 < 2^15 and widens at once.
-kernels!(
-    dot8xn_q4_1_avx2, dot8xn_q8_0_avx2, "avx2,fma,f16c",
-    q4_1: |s, lo, x_lo, hi, x_hi| _mm256_add_epi16(
-        s,
-        _mm256_add_epi16(_mm256_maddubs_epi16(lo, x_lo), _mm256_maddubs_epi16(hi, x_hi)),
-    ),
-    i32: |s| _mm256_madd_epi16(s, _mm256_set1_epi16(1)),
-    q8_0: |s, aw, xs| _mm256_add_epi32(
-        s,
-        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), _mm256_set1_epi16(1)),
-    ),
-);
-kernels!(
-    dot8xn_q4_1_avx512, dot8xn_q8_0_avx512,
+q8_0_kernel!(
+    dot8xn_q8_0_avx512,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    q4_1: |s, lo, x_lo, hi, x_hi| _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s, lo, x_lo), hi, x_hi),
-    i32: |s| s,
-    q8_0: |s, aw, xs| _mm256_dpbusd_epi32(s, aw, xs),
+    _mm256_dpbusd_epi32
 );
-kernels!(
-    dot8xn_q4_1_avxvnni, dot8xn_q8_0_avxvnni, "avx2,fma,f16c,avxvnni",
-    q4_1: |s, lo, x_lo, hi, x_hi| _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(s, lo, x_lo), hi, x_hi),
-    i32: |s| s,
-    q8_0: |s, aw, xs| _mm256_dpbusd_avx_epi32(s, aw, xs),
+q8_0_kernel!(
+    dot8xn_q8_0_avxvnni,
+    "avx2,fma,f16c,avxvnni",
+    _mm256_dpbusd_avx_epi32
 );
