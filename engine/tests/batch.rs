@@ -212,20 +212,43 @@ fn stop_strings_budgets_and_cancellation() {
     assert!(e.contains("temperature"), "{e}");
 }
 
+/// A TeacherLM question (CREAK) without its trigger.
+const STEM: &str = "Q: Determine the correctness of the following sentence. Soup is a solid \
+                    food. (A) True (B) False A: The answer is (B).";
+
+/// The prompts of the question's three kinds: [`STEM`] and a trigger each.
+fn kinds(model: &Model) -> Vec<Vec<u32>> {
+    [
+        " Let's think step by step.",
+        " The common mistakes are:",
+        " The fundamental of this question is:",
+    ]
+    .iter()
+    .map(|t| model.encode_prompt(&format!("{STEM}{t}")).unwrap())
+    .collect()
+}
+
+/// Steps `batch` until the sequences `ids` are done; their generations, in
+/// the order of `ids`.
+fn until_done(batch: &mut Batch<'_>, ids: &[SeqId]) -> Vec<Generation> {
+    let mut done = vec![None; ids.len()];
+    while done.iter().any(Option::is_none) {
+        for e in batch.step().unwrap() {
+            if let Event::Done { id, generation } = e
+                && let Some(i) = ids.iter().position(|&x| x == id)
+            {
+                done[i] = Some(generation);
+            }
+        }
+    }
+    done.into_iter().map(Option::unwrap).collect()
+}
+
 #[test]
 fn prompts_sharing_a_prefix_reuse_its_cache_and_generate_the_same() {
     for name in ["llama-tiny", "bloom-tiny", "opt-tiny"] {
         let model = load(name);
-        let stem = "Q: Determine the correctness of the following sentence. Soup is a solid \
-                    food. (A) True (B) False A: The answer is (B).";
-        let prompts: Vec<Vec<u32>> = [
-            " Let's think step by step.",
-            " The common mistakes are:",
-            " The fundamental of this question is:",
-        ]
-        .iter()
-        .map(|t| model.encode_prompt(&format!("{stem}{t}")).unwrap())
-        .collect();
+        let prompts = kinds(&model);
         let other = model.encode_prompt("Hello there").unwrap();
         // One by one, then all in one call (as requests that arrive together
         // are admitted) with an unrelated prompt and an invalid one among them.
@@ -249,25 +272,15 @@ fn prompts_sharing_a_prefix_reuse_its_cache_and_generate_the_same() {
                     .collect()
             };
             // The second and third prompts skipped the shared stem.
-            let stem_len = model.encode_prompt(stem).unwrap().len();
+            let stem_len = model.encode_prompt(STEM).unwrap().len();
             assert!(
                 batch.reused_prefix_tokens() >= 2 * (stem_len - 2),
                 "{name} (together: {together}): reused {} of a {stem_len}-token stem",
                 batch.reused_prefix_tokens()
             );
-            let mut done = vec![None; ids.len()];
-            while done.iter().any(Option::is_none) {
-                for e in batch.step().unwrap() {
-                    if let Event::Done { id, generation } = e
-                        && let Some(i) = ids.iter().position(|&x| x == id)
-                    {
-                        done[i] = Some(generation);
-                    }
-                }
-            }
-            for (p, got) in prompts.iter().zip(done) {
+            for (p, got) in prompts.iter().zip(until_done(&mut batch, &ids)) {
                 let alone = generate(&model, p, &params(0), |_| ControlFlow::Continue(())).unwrap();
-                assert_eq!(got.unwrap().ids, alone.ids, "{name} (together: {together})");
+                assert_eq!(got.ids, alone.ids, "{name} (together: {together})");
             }
         }
     }
@@ -277,16 +290,7 @@ fn prompts_sharing_a_prefix_reuse_its_cache_and_generate_the_same() {
 fn the_kinds_of_a_question_keep_one_copy_of_it_and_a_repeated_prompt_runs_one_token() {
     for name in ["llama-tiny", "bloom-tiny", "opt-tiny"] {
         let model = load(name);
-        let stem = "Q: Determine the correctness of the following sentence. Soup is a solid \
-                    food. (A) True (B) False A: The answer is (B).";
-        let prompts: Vec<Vec<u32>> = [
-            " Let's think step by step.",
-            " The common mistakes are:",
-            " The fundamental of this question is:",
-        ]
-        .iter()
-        .map(|t| model.encode_prompt(&format!("{stem}{t}")).unwrap())
-        .collect();
+        let prompts = kinds(&model);
         let mut batch = Batch::new(&model);
         let mut ids = vec![batch.add(&prompts[0], &params(0)).unwrap()];
         let one = batch.prefix_store_bytes();
@@ -317,20 +321,10 @@ fn the_kinds_of_a_question_keep_one_copy_of_it_and_a_repeated_prompt_runs_one_to
             three,
             "{name}: a repeated prompt was kept again"
         );
-        let mut done = vec![None; ids.len()];
-        while done.iter().any(Option::is_none) {
-            for e in batch.step().unwrap() {
-                if let Event::Done { id, generation } = e
-                    && let Some(i) = ids.iter().position(|&x| x == id)
-                {
-                    done[i] = Some(generation);
-                }
-            }
-        }
-        for (i, got) in done.into_iter().enumerate() {
+        for (i, got) in until_done(&mut batch, &ids).into_iter().enumerate() {
             let p = &prompts[i % 3];
             let alone = generate(&model, p, &params(0), |_| ControlFlow::Continue(())).unwrap();
-            assert_eq!(got.unwrap().ids, alone.ids, "{name}: sequence {i}");
+            assert_eq!(got.ids, alone.ids, "{name}: sequence {i}");
         }
     }
 }
