@@ -94,52 +94,9 @@ pub(super) fn transpose_sum(a: [__m256; 8]) -> __m256 {
     )
 }
 
-/// `out_h (+)= sum_j weights[h * len + at + j] * values[j]` for each of
-/// the `G` heads (adding to `out` when `add`, else overwriting it), `V`
-/// vectors of eight outputs per head per pass over the values: each value
-/// vector is loaded (and widened) once for all heads, and `G * V`
-/// accumulators (8 to 12) hide the multiply-add latency. Summing a run
-/// after another continues the same additions in the same order.
-///
-/// # Safety
-/// AVX2, FMA and F16C; `out.len() == G * d`, `weights.len() == G * len`
-/// and `values.len() == n * d` with `at + n <= len` and
-/// `d % (8 * V) == 0`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn weighted_sum<E: KvElem, const G: usize, const V: usize>(
-    (weights, len, at, values, out, add): (&[f32], usize, usize, &[E], &mut [f32], bool),
-) {
-    let d = out.len() / G;
-    let n = values.len() / d;
-    for c in (0..d).step_by(8 * V) {
-        let mut acc = [[_mm256_setzero_ps(); V]; G];
-        if add {
-            for (h, acc) in acc.iter_mut().enumerate() {
-                for (t, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: `h * d + c + 8 * t + 8 <= G * d = out.len()`.
-                    *a = unsafe { _mm256_loadu_ps(out.as_ptr().add(h * d + c + 8 * t)) };
-                }
-            }
-        }
-        for j in 0..n {
-            // SAFETY: row `j` of `values` holds `d` values and
-            // `c + 8 * V <= d`.
-            let v: [__m256; V] = std::array::from_fn(|t| unsafe {
-                E::load8(values.as_ptr().add(j * d + c + 8 * t))
-            });
-            for (h, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: `h < G` and `at + j < len`.
-                let p = unsafe { _mm256_broadcast_ss(&*weights.as_ptr().add(h * len + at + j)) };
-                for (a, v) in acc.iter_mut().zip(v) {
-                    *a = _mm256_fmadd_ps(p, v, *a);
-                }
-            }
-        }
-        for (h, acc) in acc.iter().enumerate() {
-            for (t, a) in acc.iter().enumerate() {
-                // SAFETY: `h * d + c + 8 * t + 8 <= G * d = out.len()`.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(h * d + c + 8 * t), *a) };
-            }
-        }
-    }
-}
+// Eight outputs a vector.
+weighted_sum!(
+    "avx2,fma,f16c", __m256, 8, load8,
+    zero: _mm256_setzero_ps, loadu: _mm256_loadu_ps, storeu: _mm256_storeu_ps,
+    splat: _mm256_set1_ps, fmadd: _mm256_fmadd_ps,
+);

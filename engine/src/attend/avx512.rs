@@ -94,47 +94,10 @@ pub(super) unsafe fn scores<E: KvElem, const H: usize>(job: ScoreJob<'_, E>) {
     }
 }
 
-/// [`super::avx2::weighted_sum`] with sixty-four outputs of each of the `G`
-/// heads per pass over the values.
-///
-/// # Safety
-/// AVX-512F and F16C; `out.len() == G * d`, `weights.len() == G * len` and
-/// `values.len() == n * d` with `at + n <= len` and `d % 64 == 0`.
-#[target_feature(enable = "avx512f,fma,f16c")]
-pub(super) unsafe fn weighted_sum<E: KvElem, const G: usize>(
-    (weights, len, at, values, out, add): (&[f32], usize, usize, &[E], &mut [f32], bool),
-) {
-    const V: usize = 4;
-    let d = out.len() / G;
-    let n = values.len() / d;
-    for c in (0..d).step_by(16 * V) {
-        let mut acc = [[_mm512_setzero_ps(); V]; G];
-        if add {
-            for (h, acc) in acc.iter_mut().enumerate() {
-                for (t, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: `h * d + c + 16 * t + 16 <= G * d = out.len()`.
-                    *a = unsafe { _mm512_loadu_ps(out.as_ptr().add(h * d + c + 16 * t)) };
-                }
-            }
-        }
-        for j in 0..n {
-            // SAFETY: row `j` of `values` holds `d` values and `c + 64 <= d`.
-            let v: [__m512; V] = std::array::from_fn(|t| unsafe {
-                E::load16(values.as_ptr().add(j * d + c + 16 * t))
-            });
-            for (h, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: `h < G` and `at + j < len`.
-                let p = _mm512_set1_ps(unsafe { *weights.as_ptr().add(h * len + at + j) });
-                for (a, v) in acc.iter_mut().zip(v) {
-                    *a = _mm512_fmadd_ps(p, v, *a);
-                }
-            }
-        }
-        for (h, acc) in acc.iter().enumerate() {
-            for (t, a) in acc.iter().enumerate() {
-                // SAFETY: `h * d + c + 16 * t + 16 <= G * d = out.len()`.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(h * d + c + 16 * t), *a) };
-            }
-        }
-    }
-}
+// Sixteen outputs a vector: sixty-four of each head per pass (`V = 4`), where
+// AVX2 takes four passes.
+weighted_sum!(
+    "avx512f,fma,f16c", __m512, 16, load16,
+    zero: _mm512_setzero_ps, loadu: _mm512_loadu_ps, storeu: _mm512_storeu_ps,
+    splat: _mm512_set1_ps, fmadd: _mm512_fmadd_ps,
+);

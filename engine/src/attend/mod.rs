@@ -24,6 +24,69 @@ use std::sync::OnceLock;
 
 use half::f16;
 
+/// Generates a build of the weighted sum of values (`$vec` vectors of
+/// `$lanes` f32 lanes, with `$features`): `out_h (+)= sum_j weights[h * len +
+/// at + j] * values[j]` for each of the `G` heads (adding to `out` when `add`,
+/// else overwriting it), `V` vectors of outputs per head per pass over the
+/// values. Each value vector is loaded (and widened, by `E::$load`) once for
+/// all heads, and `G * V` accumulators hide the multiply-add latency. Every
+/// output lane sees the same multiply-adds in the same order whatever the
+/// build, so the builds give the same bits, and summing a run after another
+/// continues the same additions.
+#[cfg(target_arch = "x86_64")]
+macro_rules! weighted_sum {
+    (
+        $features:literal, $vec:ty, $lanes:literal, $load:ident,
+        zero: $zero:path, loadu: $loadu:path, storeu: $storeu:path, splat: $splat:path,
+        fmadd: $fmadd:path $(,)?
+    ) => {
+        /// The weighted sum of values of [`super::attend`] (see the macro
+        /// that builds it).
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU features ", $features, "; `out.len() == G * d`, `weights.len() == G * len` and `values.len() == n * d` with `at + n <= len` and `d % (", $lanes, " * V) == 0`.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn weighted_sum<E: KvElem, const G: usize, const V: usize>(
+            (weights, len, at, values, out, add): (&[f32], usize, usize, &[E], &mut [f32], bool),
+        ) {
+            const L: usize = $lanes;
+            let d = out.len() / G;
+            let n = values.len() / d;
+            for c in (0..d).step_by(L * V) {
+                let mut acc: [[$vec; V]; G] = [[$zero(); V]; G];
+                if add {
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        for (t, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: `h * d + c + L * t + L <= G * d = out.len()`.
+                            *a = unsafe { $loadu(out.as_ptr().add(h * d + c + L * t)) };
+                        }
+                    }
+                }
+                for j in 0..n {
+                    // SAFETY: row `j` of `values` holds `d` values and
+                    // `c + L * V <= d`.
+                    let v: [$vec; V] = std::array::from_fn(|t| unsafe {
+                        E::$load(values.as_ptr().add(j * d + c + L * t))
+                    });
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: `h < G` and `at + j < len`.
+                        let p = $splat(unsafe { *weights.as_ptr().add(h * len + at + j) });
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a = $fmadd(p, v, *a);
+                        }
+                    }
+                }
+                for (h, acc) in acc.iter().enumerate() {
+                    for (t, a) in acc.iter().enumerate() {
+                        // SAFETY: `h * d + c + L * t + L <= G * d = out.len()`.
+                        unsafe { $storeu(out.as_mut_ptr().add(h * d + c + L * t), *a) };
+                    }
+                }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -300,10 +363,10 @@ fn attend_on<E: KvElem>(
                 for (i, (_, values)) in runs.iter().enumerate() {
                     let go = (&*scores, len, at, *values, &mut *out, i > 0);
                     match (kernel, heads) {
-                        (Kernel::Avx512, 1) => avx512::weighted_sum::<E, 1>(go),
-                        (Kernel::Avx512, 2) => avx512::weighted_sum::<E, 2>(go),
-                        (Kernel::Avx512, 3) => avx512::weighted_sum::<E, 3>(go),
-                        (Kernel::Avx512, _) => avx512::weighted_sum::<E, 4>(go),
+                        (Kernel::Avx512, 1) => avx512::weighted_sum::<E, 1, 4>(go),
+                        (Kernel::Avx512, 2) => avx512::weighted_sum::<E, 2, 4>(go),
+                        (Kernel::Avx512, 3) => avx512::weighted_sum::<E, 3, 4>(go),
+                        (Kernel::Avx512, _) => avx512::weighted_sum::<E, 4, 4>(go),
                         (_, 1) => avx2::weighted_sum::<E, 1, 8>(go),
                         (_, 2) => avx2::weighted_sum::<E, 2, 4>(go),
                         (_, 3) => avx2::weighted_sum::<E, 3, 2>(go),

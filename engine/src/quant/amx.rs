@@ -261,31 +261,28 @@ unsafe fn product<const SET: usize>(
     let stride = acts.nb * QK;
     let a = acts.bytes[t0 * stride + b * QK..].as_ptr();
     let w = scratch.weights[b].0.as_ptr();
+    // The set's tiles: sums, activations, weights.
+    macro_rules! on_tiles {
+        ($c:literal, $a:literal, $w:literal) => {
+            asm!(
+                concat!("tileloadd tmm", $a, ", [{a} + {stride}]"),
+                concat!("tileloadd tmm", $w, ", [{w} + {row}]"),
+                concat!("tilezero tmm", $c),
+                concat!("tdpbusd tmm", $c, ", tmm", $a, ", tmm", $w),
+                concat!("tilestored [{c} + {row}], tmm", $c),
+                a = in(reg) a, stride = in(reg) stride, w = in(reg) w,
+                c = in(reg) sums, row = in(reg) 64usize,
+                options(nostack)
+            )
+        };
+    }
     // SAFETY: forwarded to the caller; the asm reads the two tiles' memory and
     // writes `sums`.
     unsafe {
         if SET == 0 {
-            asm!(
-                "tileloadd tmm1, [{a} + {stride}]",
-                "tileloadd tmm2, [{w} + {row}]",
-                "tilezero tmm0",
-                "tdpbusd tmm0, tmm1, tmm2",
-                "tilestored [{c} + {row}], tmm0",
-                a = in(reg) a, stride = in(reg) stride, w = in(reg) w,
-                c = in(reg) sums, row = in(reg) 64usize,
-                options(nostack)
-            );
+            on_tiles!("0", "1", "2")
         } else {
-            asm!(
-                "tileloadd tmm4, [{a} + {stride}]",
-                "tileloadd tmm5, [{w} + {row}]",
-                "tilezero tmm3",
-                "tdpbusd tmm3, tmm4, tmm5",
-                "tilestored [{c} + {row}], tmm3",
-                a = in(reg) a, stride = in(reg) stride, w = in(reg) w,
-                c = in(reg) sums, row = in(reg) 64usize,
-                options(nostack)
-            );
+            on_tiles!("3", "4", "5")
         }
     }
 }

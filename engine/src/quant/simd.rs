@@ -14,11 +14,11 @@
 //!   registers, so a Q8_0 tile holds eight rows) and with AVX-VNNI (the VEX
 //!   encoding of Alder Lake-class cores without AVX-512, sixteen registers).
 //!
-//! Only the integer step differs between the builds (Q4_1 is one body built
-//! three times; VNNI's Q8_0 takes its activations biased to unsigned bytes and
-//! subtracts the bias again); the sums are the same integers and the float
-//! arithmetic that scales them is shared, so every build gives the same bits
-//! (the quant tests compare them). A decode step of
+//! Each format is one body built three times, and only the integer step
+//! differs between the builds (VNNI's Q8_0 takes its activations biased to
+//! unsigned bytes and subtracts the bias again); the sums are the same
+//! integers and the float arithmetic that scales them is shared, so every
+//! build gives the same bits (the quant tests compare them). A decode step of
 //! many sequences is bound by these kernels' instructions, not memory, so each
 //! instruction saved shows in its speed.
 
@@ -118,61 +118,31 @@ q4_1_kernel!(
     i32: |s| s,
 );
 
-/// Q8_0 x Q8_1 on AVX2 for a row group and `N` activation rows. Record:
-/// `d[8]` as f16, then eight 32-byte vectors; byte `4j + k` of vector `c` is
-/// weight `4c + k` of row `j`. `maddubs` wants an unsigned left operand: `|w|`
-/// times `x` carrying `w`'s sign, the same products; a pair of them is at most
-/// `2 * 127 * 127 < 2^15` and widens at once.
+/// Generates the Q8_0 kernel of one build. Record: `d[8]` as f16, then eight
+/// 32-byte vectors; byte `4j + k` of vector `c` is weight `4c + k` of row `j`.
+/// Both integer steps want an unsigned left operand:
+/// - AVX2 takes `|w|` times `x` carrying `w`'s sign, the same products (a
+///   `maddubs` pair is at most `2 * 127 * 127 < 2^15` and widens at once);
+/// - VNNI takes the activations biased (`q + 128` as a byte,
+///   [`super::kernels::Kernel::prepare`]) times `w`, and each block's sums
+///   lose `128 * sum(w)` again, which one `dpbusd` of ones against each
+///   weight vector gives for all `N` rows: one instruction a row where the
+///   sign moves took two.
 ///
-/// # Safety
-/// AVX2, FMA and F16C; `group.len() == x.len() * 272` for every `x` of `xs`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot8xn_q8_0_avx2<const N: usize>(
-    group: &[u8],
-    xs: [&[BlockQ81]; N],
-) -> [[f32; GROUP]; N] {
-    let rec = QFormat::Q8_0.group_bytes();
-    let nb = group.len() / rec;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); N];
-    let xp: [*const BlockQ81; N] = xs.map(|x| x.as_ptr());
-    for b in 0..nb {
-        // SAFETY: as in the Q4_1 kernels.
-        unsafe {
-            let p = group.as_ptr().add(b * rec);
-            prefetch(p, rec);
-            let mut sum = [_mm256_setzero_si256(); N];
-            for c in 0..8 {
-                let w = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
-                let aw = _mm256_sign_epi8(w, w);
-                for (s, x) in sum.iter_mut().zip(&xp) {
-                    let xq = (*x.add(b)).qs.as_ptr() as *const i32;
-                    let xv = _mm256_set1_epi32(xq.add(c).read_unaligned());
-                    let pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w));
-                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, ones));
-                }
-            }
-            let d = load_f16x8(p);
-            for ((a, s), x) in acc.iter_mut().zip(sum).zip(&xp) {
-                let scale = _mm256_mul_ps(d, _mm256_set1_ps((*x.add(b)).d));
-                *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), *a);
-            }
-        }
-    }
-    acc.map(|a| lanes(a))
-}
-
-/// Generates the Q8_0 kernel of a VNNI build (`$dpbusd`, with `$features`).
-/// `dpbusd` multiplies unsigned by signed bytes, so the activations come
-/// biased (`q + 128` as a byte, [`super::kernels::Kernel::prepare`]) and each
-/// block's sums lose `128 * sum(w)` again, which one `dpbusd` of ones against
-/// each weight vector gives for all `N` rows: one instruction a row where
-/// taking `|w|` and moving `w`'s sign onto `x` took two. The integers are the
-/// AVX2 kernel's, and so are the bits.
+/// The integers are the same either way, and so are the bits. `weight` turns
+/// a weight vector `w` into its operand and updates the block's weight sum
+/// `ws`, `step` adds one row's products of operand `op` (for `w`) and
+/// activations `x` to its running sum `s`, and `sum` gives a row's block sum
+/// `t` from its running sum and `ws`.
 macro_rules! q8_0_kernel {
-    ($name:ident, $features:literal, $dpbusd:path) => {
-        /// Q8_0 x Q8_1 for a row group and `N` biased activation rows; the
-        /// record is as [`dot8xn_q8_0_avx2`] reads it.
+    (
+        $name:ident, $features:literal,
+        weight: |$w:ident, $ws:ident| $weight:expr,
+        step: |$s:ident, $op:ident, $w2:ident, $x:ident| $step:expr,
+        sum: |$t:ident, $ws2:ident| $sum:expr $(,)?
+    ) => {
+        /// Q8_0 x Q8_1 for a row group and `N` activation rows (as
+        /// [`super::kernels::Kernel::prepare`] left them).
         ///
         /// # Safety
         #[doc = concat!("The CPU features ", $features, "; `group.len() == x.len() * 272` for every `x` of `xs`.")]
@@ -183,7 +153,6 @@ macro_rules! q8_0_kernel {
         ) -> [[f32; GROUP]; N] {
             let rec = QFormat::Q8_0.group_bytes();
             let nb = group.len() / rec;
-            let ones = _mm256_set1_epi8(1);
             let mut acc = [_mm256_setzero_ps(); N];
             let xp: [*const BlockQ81; N] = xs.map(|x| x.as_ptr());
             for b in 0..nb {
@@ -192,22 +161,26 @@ macro_rules! q8_0_kernel {
                     let p = group.as_ptr().add(b * rec);
                     prefetch(p, rec);
                     let mut sum = [_mm256_setzero_si256(); N];
-                    let mut wsum = _mm256_setzero_si256();
+                    let mut ws = _mm256_setzero_si256();
                     for c in 0..8 {
                         let w = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
-                        wsum = $dpbusd(wsum, ones, w);
+                        let ($op, next) = {
+                            let ($w, $ws) = (w, ws);
+                            $weight
+                        };
+                        ws = next;
                         for (s, x) in sum.iter_mut().zip(&xp) {
                             let xq = (*x.add(b)).qs.as_ptr() as *const i32;
-                            let xv = _mm256_set1_epi32(xq.add(c).read_unaligned());
-                            *s = $dpbusd(*s, xv, w);
+                            let $x = _mm256_set1_epi32(xq.add(c).read_unaligned());
+                            let ($s, $w2) = (*s, w);
+                            *s = $step;
                         }
                     }
-                    let excess = _mm256_slli_epi32(wsum, 7);
                     let d = load_f16x8(p);
-                    for ((a, s), x) in acc.iter_mut().zip(sum).zip(&xp) {
+                    for ((a, $t), x) in acc.iter_mut().zip(sum).zip(&xp) {
+                        let $ws2 = ws;
                         let scale = _mm256_mul_ps(d, _mm256_set1_ps((*x.add(b)).d));
-                        let isum = _mm256_sub_epi32(s, excess);
-                        *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), *a);
+                        *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps($sum), *a);
                     }
                 }
             }
@@ -217,12 +190,23 @@ macro_rules! q8_0_kernel {
 }
 
 q8_0_kernel!(
-    dot8xn_q8_0_avx512,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    _mm256_dpbusd_epi32
+    dot8xn_q8_0_avx2, "avx2,fma,f16c",
+    weight: |w, ws| (_mm256_sign_epi8(w, w), ws),
+    step: |s, aw, w, x| _mm256_add_epi32(
+        s,
+        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1)),
+    ),
+    sum: |t, _ws| t,
 );
 q8_0_kernel!(
-    dot8xn_q8_0_avxvnni,
-    "avx2,fma,f16c,avxvnni",
-    _mm256_dpbusd_avx_epi32
+    dot8xn_q8_0_avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    weight: |w, ws| (w, _mm256_dpbusd_epi32(ws, _mm256_set1_epi8(1), w)),
+    step: |s, w, _w, x| _mm256_dpbusd_epi32(s, x, w),
+    sum: |t, ws| _mm256_sub_epi32(t, _mm256_slli_epi32(ws, 7)),
+);
+q8_0_kernel!(
+    dot8xn_q8_0_avxvnni, "avx2,fma,f16c,avxvnni",
+    weight: |w, ws| (w, _mm256_dpbusd_avx_epi32(ws, _mm256_set1_epi8(1), w)),
+    step: |s, w, _w, x| _mm256_dpbusd_avx_epi32(s, x, w),
+    sum: |t, ws| _mm256_sub_epi32(t, _mm256_slli_epi32(ws, 7)),
 );
