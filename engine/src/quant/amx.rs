@@ -30,15 +30,24 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use super::kernels::prefetch;
+use super::kernels::prefetch_record;
 use super::{BlockQ81, GROUP, QFormat, QK, QMatrix};
 
-/// Fewest activation rows a product takes AMX for; fewer go through the VNNI
-/// kernels. A tile's cost does not shrink with its rows, and each block's sums
-/// make a round trip through memory: on a 2-core Sapphire Rapids-class VM,
-/// whole-model decode steps of 24 and 32 sequences ran 3-10% slower on AMX
-/// than on VNNI, 64 ran 14% faster, and prefills 10-20% faster.
-pub(super) const MIN_ROWS: usize = 48;
+/// Fewest activation rows a product of `format` weights takes AMX for; fewer
+/// go through the VNNI kernels. A tile's cost does not shrink with its rows,
+/// and each block's sums make a round trip through memory. One thread's
+/// products of weights streamed from memory (1536x576 and 576x1536 Q4_1,
+/// 4096x576 Q8_0), on a 2-core Sapphire Rapids-class VM, against the 512-bit
+/// VNNI kernels: Q4_1 ran 10-25% slower on AMX at 24-32 rows, even at 48-64
+/// and 5-15% faster at 128 (ties go to AMX, on which prefills ran faster);
+/// Q8_0 ran even at 24-32 rows and 15-45% faster from 48.
+pub(super) fn min_rows(format: QFormat) -> usize {
+    match format {
+        QFormat::Q4_1 => 64,
+        QFormat::Q8_0 => 40,
+    }
+}
+
 /// Rows (activations) and columns (outputs) of a result tile.
 const TILE: usize = 16;
 
@@ -406,8 +415,12 @@ unsafe fn stage_weights<const Q4: bool>(w0: &[u8], w1: &[u8], scratch: &mut Scra
     let ones = _mm512_set1_epi8(1);
     for (b, (r0, r1)) in w0.chunks_exact(rec).zip(w1.chunks_exact(rec)).enumerate() {
         let (p0, p1) = (r0.as_ptr(), r1.as_ptr());
-        prefetch(p0, rec);
-        prefetch(p1, rec);
+        // The same record of the next pair, as the 512-bit VNNI kernels ask:
+        // a Q8_0 product of 48-64 rows from memory ran 5-10% faster than
+        // with the record 2 KiB ahead in each group.
+        let ahead = 2 * w0.len();
+        prefetch_record::<true>(p0.wrapping_add(ahead), rec);
+        prefetch_record::<true>(p1.wrapping_add(ahead), rec);
         // SAFETY: each record is `rec` bytes; block `b` fits `scratch`.
         unsafe {
             let tile = scratch.weights[b].0.as_mut_ptr();

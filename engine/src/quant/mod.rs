@@ -309,8 +309,12 @@ impl QMatrix {
         // Whole groups per stripe; about eight stripes per thread balance the load.
         let groups = self.rows.div_ceil(GROUP);
         let mut stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
+        if kernel.pairs() {
+            // Whole pairs of groups, for the two-group kernels (and AMX tiles).
+            stripe = stripe.next_multiple_of(2 * GROUP);
+        }
         #[cfg(target_arch = "x86_64")]
-        if m >= amx::MIN_ROWS && amx::available() {
+        if m >= amx::min_rows(self.format) && amx::available() {
             // An AMX tile holds two groups' outputs.
             stripe = stripe.next_multiple_of(2 * GROUP);
             let acts = amx::Activations::new(&xq, m, nb);
@@ -363,7 +367,8 @@ impl QMatrix {
 
     /// Features `features` (whole row groups, or up to the last row) of the
     /// activation rows `rows` into `tile`, row-major with `features.len()`
-    /// values per row.
+    /// values per row. Two whole groups go through one call where the kernel
+    /// has a two-group body ([`Kernel::pairs`]).
     fn fill_tile(
         &self,
         kernel: Kernel,
@@ -373,31 +378,29 @@ impl QMatrix {
     ) {
         let width = features.len();
         let m = rows.len();
-        for g in features.start / GROUP..features.end.div_ceil(GROUP) {
-            let w = self.group(g);
-            // The last group of the matrix may be padding past `rows`.
+        let mut g = features.start / GROUP;
+        while g * GROUP < features.end {
             let col = g * GROUP - features.start;
-            let n = GROUP.min(width - col);
             // Tiles of `TILE` rows, the last one smaller: one arm per tile size,
-            // as the kernel takes its rows as an array.
+            // as the kernel takes its rows as an array. `$dot` gives a tile's
+            // outputs (one or two groups'), of which the first `$n` are kept.
             const _: () = assert!(TILE == 8);
             macro_rules! tiles {
-                ($($n:literal)*) => {
+                (|$xs:ident| $dot:expr, $n:expr, $($t:literal)*) => {{
                     let mut i = 0;
                     while i < m {
                         let t = (m - i).min(TILE);
                         match t {
-                            $($n => {
-                                let xs: [_; $n] = std::array::from_fn(|k| rows[i + k]);
-                                let outs = kernel.dot8xn(self.format, w, xs);
-                                for (k, out) in outs.iter().enumerate() {
+                            $($t => {
+                                let $xs: [_; $t] = std::array::from_fn(|k| rows[i + k]);
+                                for (k, out) in $dot.iter().enumerate() {
                                     let at = (i + k) * width + col;
                                     // A whole group's copy is a fixed size (a few
                                     // moves, not a `memcpy` call).
-                                    if n == GROUP {
-                                        tile[at..at + GROUP].copy_from_slice(out);
+                                    if $n == out.len() {
+                                        tile[at..at + out.len()].copy_from_slice(out);
                                     } else {
-                                        tile[at..at + n].copy_from_slice(&out[..n]);
+                                        tile[at..at + $n].copy_from_slice(&out[..$n]);
                                     }
                                 }
                             })*
@@ -405,9 +408,18 @@ impl QMatrix {
                         }
                         i += t;
                     }
-                };
+                }};
             }
-            tiles!(1 2 3 4 5 6 7 8);
+            if kernel.pairs() && width - col >= 2 * GROUP {
+                let (a, b) = (self.group(g), self.group(g + 1));
+                tiles!(|xs| kernel.dot16xn(self.format, a, b, xs), 2 * GROUP, 1 2 3 4 5 6 7 8);
+                g += 2;
+            } else {
+                // The last group of the matrix may be padding past `rows`.
+                let w = self.group(g);
+                tiles!(|xs| kernel.dot8xn(self.format, w, xs), GROUP.min(width - col), 1 2 3 4 5 6 7 8);
+                g += 1;
+            }
         }
     }
 }
@@ -611,6 +623,35 @@ mod tests {
                                 (a - b).abs() <= 1e-4 * a.abs().max(1.0),
                                 "{dtype:?} {simd:?}: {a} vs {b}"
                             );
+                        }
+                    }
+                    // Two groups at once: each half as its group alone.
+                    if g % 2 == 0 {
+                        let (a, b) = (w, mat.group(g + 1));
+                        let b_alone =
+                            simd.dot8xn::<TILE>(mat.format, b, std::array::from_fn(|k| &xs[k][..]));
+                        let pair: Vec<[f32; 2 * GROUP]> = [
+                            simd.dot16xn::<1>(mat.format, a, b, [&xs[0][..]]).to_vec(),
+                            simd.dot16xn::<5>(
+                                mat.format,
+                                a,
+                                b,
+                                std::array::from_fn(|k| &xs[k][..]),
+                            )
+                            .to_vec(),
+                            simd.dot16xn::<TILE>(
+                                mat.format,
+                                a,
+                                b,
+                                std::array::from_fn(|k| &xs[k][..]),
+                            )
+                            .to_vec(),
+                        ]
+                        .concat();
+                        let rows = (0..1).chain(0..5).chain(0..TILE);
+                        for (k, two) in rows.zip(&pair) {
+                            assert_eq!(two[..GROUP], got[k], "{dtype:?} {simd:?} row {k}");
+                            assert_eq!(two[GROUP..], b_alone[k], "{dtype:?} {simd:?} row {k}");
                         }
                     }
                     // Every SIMD kernel sums the same integers and scales them
