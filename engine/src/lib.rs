@@ -15,6 +15,7 @@ pub mod eval;
 pub mod gemv;
 pub mod generate;
 pub mod gguf;
+pub(crate) mod hugemem;
 pub mod kv_cache;
 pub mod model;
 pub mod models;

@@ -28,6 +28,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::f16;
 
 use crate::error::{EngineError, Result};
+use crate::hugemem::HugeBytes;
 use kernels::{Kernel, TILE};
 
 /// Values per block.
@@ -125,8 +126,8 @@ pub struct QMatrix {
     format: QFormat,
     rows: usize,
     cols: usize,
-    /// `ceil(rows / 8)` groups of `cols / 32` records each.
-    data: Vec<u8>,
+    /// `ceil(rows / 8)` groups of `cols / 32` records each, on huge pages.
+    data: HugeBytes,
 }
 
 /// One quantized activation block (Q8_1), scales already widened to f32.
@@ -168,14 +169,15 @@ impl QMatrix {
         let nb = cols / QK;
         let bb = format.block_bytes();
         let groups = rows.div_ceil(GROUP);
-        let mut data = vec![0u8; groups * nb * format.group_bytes()];
-        for (r, row) in row_major.chunks_exact(nb * bb).enumerate() {
-            let (g, j) = (r / GROUP, r % GROUP);
-            for (b, block) in row.chunks_exact(bb).enumerate() {
-                let at = (g * nb + b) * format.group_bytes();
-                format.pack(block, &mut data[at..at + format.group_bytes()], j);
+        let data = HugeBytes::build(groups * nb * format.group_bytes(), |data| {
+            for (r, row) in row_major.chunks_exact(nb * bb).enumerate() {
+                let (g, j) = (r / GROUP, r % GROUP);
+                for (b, block) in row.chunks_exact(bb).enumerate() {
+                    let at = (g * nb + b) * format.group_bytes();
+                    format.pack(block, &mut data[at..at + format.group_bytes()], j);
+                }
             }
-        }
+        });
         Self {
             format,
             rows,
