@@ -110,13 +110,7 @@ impl Kernel {
         group: &[u8],
         xs: [&[BlockQ81]; N],
     ) -> [[f32; GROUP]; N] {
-        let nb = xs.first().map_or(0, |x| x.len());
-        for x in xs {
-            assert!(
-                x.len() == nb && group.len() == nb * format.group_bytes(),
-                "one group record per activation block"
-            );
-        }
+        check_records(format, group, &xs);
         match (self, format) {
             (Self::Scalar, _) => xs.map(|x| dot8_scalar(format, group, x)),
             // SAFETY: the CPU features were detected at run time; the lengths
@@ -171,14 +165,9 @@ impl Kernel {
         xs: [&[BlockQ81]; N],
     ) -> [[f32; 2 * GROUP]; N] {
         #[cfg(target_arch = "x86_64")]
-        if let Self::Avx512Vnni = self {
-            let nb = xs.first().map_or(0, |x| x.len());
-            for x in xs {
-                assert!(
-                    x.len() == nb && a.len() == nb * format.group_bytes() && b.len() == a.len(),
-                    "one group record per activation block"
-                );
-            }
+        if self.pairs() {
+            check_records(format, a, &xs);
+            check_records(format, b, &xs);
             // SAFETY: the CPU features were detected at run time; the lengths
             // were checked above.
             return unsafe {
@@ -196,6 +185,16 @@ impl Kernel {
             row
         })
     }
+}
+
+/// Panics unless `group` holds one record for each block of every row of
+/// `xs`, and the rows are of one length: the kernels read by those lengths.
+fn check_records(format: QFormat, group: &[u8], xs: &[&[BlockQ81]]) {
+    let nb = xs.first().map_or(0, |x| x.len());
+    assert!(
+        xs.iter().all(|x| x.len() == nb) && group.len() == nb * format.group_bytes(),
+        "one group record per activation block"
+    );
 }
 
 /// Activation rows per kernel call in a matrix product: each unpacked weight

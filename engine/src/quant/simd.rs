@@ -240,7 +240,6 @@ pub(super) unsafe fn dot16xn_q4_1_avx512<const N: usize>(
 ) -> [[f32; 2 * GROUP]; N] {
     let rec = QFormat::Q4_1.group_bytes();
     let nb = a.len() / rec;
-    let next = 2 * a.len();
     let low = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); N];
     let xp: [*const BlockQ81; N] = xs.map(|x| x.as_ptr());
@@ -248,11 +247,7 @@ pub(super) unsafe fn dot16xn_q4_1_avx512<const N: usize>(
         // SAFETY: record `blk` lies inside both groups, and block `blk` inside
         // every activation row (the caller's length contract).
         unsafe {
-            let (pa, pb) = (a.as_ptr().add(blk * rec), b.as_ptr().add(blk * rec));
-            prefetch_record::<true>(pa.wrapping_add(next), rec);
-            prefetch_record::<true>(pb.wrapping_add(next), rec);
-            prefetch_record::<false>(pa.wrapping_add(2 * next), rec);
-            prefetch_record::<false>(pb.wrapping_add(2 * next), rec);
+            let (pa, pb) = pair_records(a, b, blk, rec);
             let mut sum = [_mm512_setzero_si512(); N];
             for c in 0..4 {
                 let v = load_pair(pa, pb, 32 + 32 * c);
@@ -293,18 +288,13 @@ pub(super) unsafe fn dot16xn_q8_0_avx512<const N: usize>(
 ) -> [[f32; 2 * GROUP]; N] {
     let rec = QFormat::Q8_0.group_bytes();
     let nb = a.len() / rec;
-    let next = 2 * a.len();
     let ones = _mm512_set1_epi8(1);
     let mut acc = [_mm512_setzero_ps(); N];
     let xp: [*const BlockQ81; N] = xs.map(|x| x.as_ptr());
     for blk in 0..nb {
         // SAFETY: as in `dot16xn_q4_1_avx512`.
         unsafe {
-            let (pa, pb) = (a.as_ptr().add(blk * rec), b.as_ptr().add(blk * rec));
-            prefetch_record::<true>(pa.wrapping_add(next), rec);
-            prefetch_record::<true>(pb.wrapping_add(next), rec);
-            prefetch_record::<false>(pa.wrapping_add(2 * next), rec);
-            prefetch_record::<false>(pb.wrapping_add(2 * next), rec);
+            let (pa, pb) = pair_records(a, b, blk, rec);
             let mut sum = [_mm512_setzero_si512(); N];
             let mut ws = _mm512_setzero_si512();
             for c in 0..8 {
@@ -325,6 +315,24 @@ pub(super) unsafe fn dot16xn_q8_0_avx512<const N: usize>(
         }
     }
     acc.map(|a| lanes16(a))
+}
+
+/// Record `blk` of each of the groups `a` and `b` (adjacent in memory), having
+/// asked for the same record of the next pair into L1 and of the pair after
+/// it into L2 (see [`dot16xn_q4_1_avx512`]).
+///
+/// # Safety
+/// Record `blk` (of `rec` bytes) lies inside both groups.
+#[inline(always)]
+unsafe fn pair_records(a: &[u8], b: &[u8], blk: usize, rec: usize) -> (*const u8, *const u8) {
+    let next = 2 * a.len();
+    // SAFETY: forwarded to the caller.
+    let (pa, pb) = unsafe { (a.as_ptr().add(blk * rec), b.as_ptr().add(blk * rec)) };
+    prefetch_record::<true>(pa.wrapping_add(next), rec);
+    prefetch_record::<true>(pb.wrapping_add(next), rec);
+    prefetch_record::<false>(pa.wrapping_add(2 * next), rec);
+    prefetch_record::<false>(pb.wrapping_add(2 * next), rec);
+    (pa, pb)
 }
 
 /// The 32 bytes at `a + off`, then those at `b + off`.
