@@ -1,25 +1,35 @@
 //! Quantized products of many activation rows on Intel's AMX (Sapphire Rapids
-//! and later): one `tdpbusd` multiplies a 16x32 byte tile by a 32x16 byte tile
+//! and later): one `tdpbsud` multiplies a 16x32 byte tile by a 32x16 byte tile
 //! into 16x16 i32 sums, the work of 256 `dpbusd` lanes, so for a decode step of
-//! many sequences or a prefill the integer products cost next to nothing and
-//! what remains is scaling each block's sums (AVX-512, sixteen outputs a
-//! vector). The idea is llama.cpp's AMX backend (`ggml-cpu/amx/mmq.cpp`), on
-//! this crate's interleaved groups.
+//! many sequences or a prefill the integer products cost little and what
+//! remains is scaling each block's sums (AVX-512, sixteen outputs a vector).
+//! The idea is llama.cpp's AMX backend (`ggml-cpu/amx/mmq.cpp`), on this
+//! crate's interleaved groups.
 //!
-//! The tiles: activations are the unsigned operand, shifted by 128 (`q + 128`,
-//! a byte), and each block's sums lose `128 * sum(q_w)` again, so every sum is
-//! the exact integer of the other kernels; the float arithmetic that scales it
-//! is theirs too (`fma(d_w * d_x, sum, acc)`, then `fma(m_w, s_x, acc)` for
-//! Q4_1), block after block in the same order. A row therefore gets the same
-//! bits here as from the AVX2 and VNNI kernels (the quant tests check it), so
-//! a sequence's text does not depend on how many others share its step.
+//! The tiles: activations are the signed operand as they are, Q4_1's nibbles
+//! the unsigned one (`tdpbsud`), Q8_0's bytes a signed one (`tdpbssd`), so
+//! every sum is the exact integer of the other kernels; the float arithmetic
+//! that scales it is theirs too (`fma(d_w * d_x, sum, acc)`, then
+//! `fma(m_w, s_x, acc)` for Q4_1), block after block in the same order. A row
+//! therefore gets the same bits here as from the AVX2 and VNNI kernels (the
+//! quant tests check it), so a sequence's text does not depend on how many
+//! others share its step.
+//!
+//! What it costs, measured on a 2-core Sapphire Rapids-class VM: a 16-row
+//! `tdpbsud` takes about 17 cycles whether a row holds 32 or 64 bytes, an
+//! 8-row one about 10, and storing a 16-row sum tile about 17; while the tile
+//! unit works, 512-bit float instructions issue about one a cycle, not two.
+//! So the scaling (four instructions a row and block) is most of the time; a
+//! product's rows are split evenly between its tiles (24 rows: two of 12, not
+//! 16 and 8), and four sum tiles take blocks in turn so that three products
+//! run ahead of the scaling.
 //!
 //! The weights stay in the interleaved layout: record `c`'s 32-byte vector of a
 //! group is, byte for byte, row `c` of the VNNI-ordered right-hand tile for
 //! its eight rows (Q4_1: its low nibbles row `c`, its high nibbles row
 //! `4 + c`), so two groups side by side make one 16-output tile.
 //!
-//! Rust has no stable AMX intrinsics; the five instructions are inline
+//! Rust has no stable AMX intrinsics; the tile instructions are inline
 //! assembly. Linux hands out the tile registers only on request
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), asked once per process.
 
@@ -34,17 +44,15 @@ use super::kernels::prefetch_record;
 use super::{BlockQ81, GROUP, QFormat, QK, QMatrix};
 
 /// Fewest activation rows a product of `format` weights takes AMX for; fewer
-/// go through the VNNI kernels. A tile's cost does not shrink with its rows,
-/// and each block's sums make a round trip through memory. One thread's
-/// products of weights streamed from memory (1536x576 and 576x1536 Q4_1,
-/// 4096x576 Q8_0), on a 2-core Sapphire Rapids-class VM, against the 512-bit
-/// VNNI kernels: Q4_1 ran 10-25% slower on AMX at 24-32 rows, even at 48-64
-/// and 5-15% faster at 128 (ties go to AMX, on which prefills ran faster);
-/// Q8_0 ran even at 24-32 rows and 15-45% faster from 48.
+/// go through the VNNI kernels. One thread's products on a 2-core Sapphire
+/// Rapids-class VM (1536x576 and 576x1536 Q4_1, 4096x576 Q8_0), against the
+/// 512-bit VNNI kernels: Q8_0 ran even at 8 rows and 18-35% faster from 10,
+/// in cache or streamed; Q4_1 ran 10-20% faster from 10-16 rows in cache and
+/// even streamed from L3 (ties go to AMX, on which prefills ran faster).
 pub(super) fn min_rows(format: QFormat) -> usize {
     match format {
-        QFormat::Q4_1 => 64,
-        QFormat::Q8_0 => 40,
+        QFormat::Q4_1 => 16,
+        QFormat::Q8_0 => 10,
     }
 }
 
@@ -102,26 +110,28 @@ fn request_tiles() -> bool {
     false
 }
 
-/// Activations ready for the tiles: each row's quantized values plus 128 as
-/// bytes (`nb * 32` a row), and each block's scale and scaled sum, rows padded
-/// to a whole tile with zeros.
+/// Activations ready for the tiles: each row's quantized values as they are
+/// (`nb * 32` signed bytes a row), and each block's scale and scaled sum, with
+/// [`PAD_ROWS`] rows of zeros after the last, which a tile may read past it.
 pub(super) struct Activations {
-    bytes: Vec<u8>,
+    bytes: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
     nb: usize,
 }
 
+/// Zero rows after the activations: a product's tiles split its rows evenly,
+/// rounded up to an even count, so they read at most 8 rows past the last.
+const PAD_ROWS: usize = TILE;
+
 impl Activations {
     /// `m` rows of `nb` blocks each.
     pub(super) fn new(blocks: &[BlockQ81], m: usize, nb: usize) -> Self {
-        let padded = m.next_multiple_of(TILE);
-        let mut bytes = vec![0u8; padded * nb * QK];
+        let padded = m + PAD_ROWS;
+        let mut bytes = vec![0i8; padded * nb * QK];
         let (mut d, mut s) = (vec![0f32; padded * nb], vec![0f32; padded * nb]);
         for (i, b) in blocks.iter().enumerate() {
-            for (o, &q) in bytes[i * QK..(i + 1) * QK].iter_mut().zip(&b.qs) {
-                *o = (q as u8) ^ 0x80;
-            }
+            bytes[i * QK..(i + 1) * QK].copy_from_slice(&b.qs);
             d[i] = b.d;
             s[i] = b.s;
         }
@@ -129,37 +139,54 @@ impl Activations {
     }
 }
 
-/// The tile configuration (palette 1): tiles 0 and 3 the 16x16 i32 sums, 1
-/// and 4 the activations (16 rows of one block, 32 bytes), 2 and 5 the weights
-/// (8 rows of four bytes for each of 16 outputs). Two sets, so that one
-/// block's product need not wait for the previous block's to be stored.
+/// The tile configuration (palette 1) for tiles of `rows` activation rows:
+/// tiles 0-3 the `rows`x16 i32 sums of [`RING`] blocks in flight, 4 and 5 the
+/// activations (`rows` rows of one block, 32 bytes), 6 and 7 the weights (8
+/// rows of four bytes for each of 16 outputs), each pair used by alternate
+/// blocks. A tile's product and store take time in proportion to its rows,
+/// hence `rows` rather than always 16.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
 impl TileConfig {
-    const fn new() -> Self {
+    fn new(rows: u8) -> Self {
         let mut c = [0u8; 64];
         c[0] = 1;
         // Bytes per row (u16 at 16 + 2t) and rows (u8 at 48 + t) of tile t.
-        let tiles = [(64u8, 16u8), (32, 16), (64, 8), (64, 16), (32, 16), (64, 8)];
-        let mut t = 0;
-        while t < tiles.len() {
-            c[16 + 2 * t] = tiles[t].0;
-            c[48 + t] = tiles[t].1;
-            t += 1;
+        let tiles = [
+            (64u8, rows),
+            (64, rows),
+            (64, rows),
+            (64, rows),
+            (32, rows),
+            (32, rows),
+            (64, 8),
+            (64, 8),
+        ];
+        for (t, (bytes, rows)) in tiles.into_iter().enumerate() {
+            c[16 + 2 * t] = bytes;
+            c[48 + t] = rows;
         }
         Self(c)
     }
 }
 
-static CONFIG: TileConfig = TileConfig::new();
+/// Blocks whose weights are staged at a time: their tiles (4 KiB) and the
+/// activations they meet (1 KiB per 32 rows) stay in L1 while every row tile
+/// passes over them.
+const CHUNK: usize = 8;
+
+/// Blocks in flight: block `j` of a chunk goes to sum tile `j % RING`, and the
+/// products run `RING - 1` blocks ahead of the scaling (two in flight, as
+/// before, left the scaling waiting on the tile unit).
+const RING: usize = 4;
 
 /// One block's weight tile: eight 64-byte rows.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct WeightTile([u8; 512]);
 
-/// One block's 16x16 sums.
+/// One block's sums: up to 16x16 i32.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct SumTile([i32; TILE * TILE]);
@@ -169,35 +196,31 @@ struct SumTile([i32; TILE * TILE]);
 #[derive(Clone, Copy)]
 struct Lanes<T>([T; TILE]);
 
-/// A thread's working space for one group pair, every block of it: the weight
-/// tiles, each block's excess (`128 * sum(q_w)` per output), scales and
-/// minimums (f32); and two blocks' sums.
-#[derive(Default)]
+/// A thread's working space for one chunk of a group pair's blocks: the
+/// weight tiles, scales and minimums (f32); two blocks' sums; and the running
+/// outputs of every row (at most [`super::STRIPE_ROWS`]) between chunks.
 struct Scratch {
-    weights: Vec<WeightTile>,
-    excess: Vec<Lanes<i32>>,
-    d: Vec<Lanes<f32>>,
-    m: Vec<Lanes<f32>>,
-    sums: Vec<SumTile>,
-}
-
-impl Scratch {
-    fn fit(&mut self, nb: usize) {
-        self.weights.resize(nb, WeightTile([0; 512]));
-        self.excess.resize(nb, Lanes([0; TILE]));
-        self.d.resize(nb, Lanes([0.0; TILE]));
-        self.m.resize(nb, Lanes([0.0; TILE]));
-        self.sums.resize(2, SumTile([0; TILE * TILE]));
-    }
+    weights: [WeightTile; CHUNK],
+    d: [Lanes<f32>; CHUNK],
+    m: [Lanes<f32>; CHUNK],
+    sums: [SumTile; RING],
+    acc: [Lanes<f32>; super::STRIPE_ROWS + PAD_ROWS],
 }
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+    static SCRATCH: std::cell::RefCell<Box<Scratch>> = std::cell::RefCell::new(Box::new(Scratch {
+        weights: [WeightTile([0; 512]); CHUNK],
+        d: [Lanes([0.0; TILE]); CHUNK],
+        m: [Lanes([0.0; TILE]); CHUNK],
+        sums: [SumTile([0; TILE * TILE]); RING],
+        acc: [Lanes([0.0; TILE]); super::STRIPE_ROWS + PAD_ROWS],
+    }));
 }
 
-/// Features `features` (whole groups) of the activation rows `rows` of `acts`
-/// into `tile` (row-major, `features.len()` values a row), as
-/// `QMatrix::fill_tile` does with the VNNI kernels.
+/// Features `features` (whole groups) of the activation rows `rows` (at most
+/// [`super::STRIPE_ROWS`]) of `acts` into `tile` (row-major,
+/// `features.len()` values a row), as `QMatrix::fill_tile` does with the VNNI
+/// kernels.
 pub(super) fn fill_tile(
     mat: &QMatrix,
     acts: &Activations,
@@ -205,45 +228,57 @@ pub(super) fn fill_tile(
     rows: Range<usize>,
     features: Range<usize>,
 ) {
+    let m = rows.len();
+    assert!(m <= super::STRIPE_ROWS, "{m} rows in one AMX pass");
     let width = features.len();
     let groups = features.start / GROUP..features.end.div_ceil(GROUP);
+    // Rows per tile: the rows split evenly between the fewest tiles, rounded
+    // up to an even count (fewer kernels to build); the rest read zero padding.
+    let tiles = m.div_ceil(TILE);
+    let per_tile = m.div_ceil(tiles).next_multiple_of(2);
+    let config = TileConfig::new(per_tile as u8);
+    let q4 = mat.format == QFormat::Q4_1;
     SCRATCH.with_borrow_mut(|scratch| {
-        scratch.fit(acts.nb);
         // SAFETY: `available()` held before this path was taken (AMX granted,
         // AVX-512 present); the configuration is this thread's until released.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
-        let mut out = [[0f32; TILE]; TILE];
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
         for g in groups.clone().step_by(2) {
             // Two groups make a tile; a lone last group is paired with itself.
             let g1 = if g + 1 < groups.end { g + 1 } else { g };
+            let (w0, w1) = (mat.group(g), mat.group(g1));
+            for first in (0..acts.nb).step_by(CHUNK) {
+                let blocks = first..(first + CHUNK).min(acts.nb);
+                // SAFETY: as above; the chunk's records lie inside both groups,
+                // and every tile's rows inside `acts` (padded past the last).
+                unsafe {
+                    if q4 {
+                        stage_weights::<true>(w0, w1, blocks.clone(), scratch);
+                    } else {
+                        stage_weights::<false>(w0, w1, blocks.clone(), scratch);
+                    }
+                    for t in 0..tiles {
+                        let t0 = rows.start + t * per_tile;
+                        let acc = t * per_tile;
+                        macro_rules! by_rows {
+                            ($($mt:literal)*) => {
+                                match per_tile {
+                                    $($mt => if q4 {
+                                        pair_tile::<$mt, true>(acts, t0, blocks.clone(), scratch, acc)
+                                    } else {
+                                        pair_tile::<$mt, false>(acts, t0, blocks.clone(), scratch, acc)
+                                    },)*
+                                    _ => unreachable!("{per_tile} rows a tile"),
+                                }
+                            };
+                        }
+                        by_rows!(2 4 6 8 10 12 14 16);
+                    }
+                }
+            }
             let col = g * GROUP - features.start;
             let n = (width - col).min(if g1 > g { TILE } else { GROUP });
-            // SAFETY: as above; both groups hold `nb` records, and the
-            // activation rows of every tile lie inside `acts` (padded to
-            // whole tiles).
-            unsafe {
-                match mat.format {
-                    QFormat::Q4_1 => stage_weights::<true>(mat.group(g), mat.group(g1), scratch),
-                    QFormat::Q8_0 => stage_weights::<false>(mat.group(g), mat.group(g1), scratch),
-                }
-                for t0 in rows.clone().step_by(TILE) {
-                    let mt = TILE.min(rows.end - t0);
-                    let min = mat.format == QFormat::Q4_1;
-                    match (min, mt > TILE / 2) {
-                        (true, true) => pair_tile::<TILE, true>(acts, t0, scratch, &mut out),
-                        (true, false) => {
-                            pair_tile::<{ TILE / 2 }, true>(acts, t0, scratch, &mut out)
-                        }
-                        (false, true) => pair_tile::<TILE, false>(acts, t0, scratch, &mut out),
-                        (false, false) => {
-                            pair_tile::<{ TILE / 2 }, false>(acts, t0, scratch, &mut out)
-                        }
-                    }
-                    for (t, o) in out.iter().enumerate().take(mt) {
-                        let at = (t0 - rows.start + t) * width + col;
-                        tile[at..at + n].copy_from_slice(&o[..n]);
-                    }
-                }
+            for (t, o) in scratch.acc[..m].iter().enumerate() {
+                tile[t * width + col..][..n].copy_from_slice(&o.0[..n]);
             }
         }
         // SAFETY: gives the tile state back (cheaper context switches).
@@ -251,33 +286,33 @@ pub(super) fn fill_tile(
     })
 }
 
-/// Block `b`'s product of the activation rows `t0..t0 + 16` and its weight
-/// tile, stored as 16x16 i32 at `sums`, on tile set `SET` (0: tiles 0-2, 1:
-/// tiles 3-5; alternating sets lets one block's product run while the last
-/// one's sums are scaled).
+/// Block `b`'s product of the activation rows `t0..` and the weight tile `w`,
+/// stored as `rows`x16 i32 at `sums`, on sum tile `SET` with the activation
+/// and weight tiles of its parity. Q4_1 (`Q4`) weights are unsigned nibbles
+/// (`tdpbsud`), Q8_0 signed bytes (`tdpbssd`); the activations are signed.
 ///
 /// # Safety
-/// AMX configured with [`CONFIG`]; rows `t0..t0 + 16` and block `b` lie inside
-/// `acts`, block `b` inside `scratch`, and `sums` holds 256 i32.
+/// AMX configured by [`fill_tile`]; the tile's rows from `t0` and block `b`
+/// lie inside `acts`.
 #[inline(always)]
-unsafe fn product<const SET: usize>(
+unsafe fn product<const SET: usize, const Q4: bool>(
     acts: &Activations,
     t0: usize,
     b: usize,
-    scratch: &Scratch,
+    w: *const WeightTile,
     sums: *mut SumTile,
 ) {
     let stride = acts.nb * QK;
-    let a = acts.bytes[t0 * stride + b * QK..].as_ptr();
-    let w = scratch.weights[b].0.as_ptr();
-    // The set's tiles: sums, activations, weights.
+    // SAFETY: forwarded to the caller.
+    let a = unsafe { acts.bytes.as_ptr().add(t0 * stride + b * QK) };
+    // The tiles: sums, activations, weights.
     macro_rules! on_tiles {
-        ($c:literal, $a:literal, $w:literal) => {
+        ($op:literal, $c:literal, $a:literal, $w:literal) => {
             asm!(
                 concat!("tileloadd tmm", $a, ", [{a} + {stride}]"),
                 concat!("tileloadd tmm", $w, ", [{w} + {row}]"),
                 concat!("tilezero tmm", $c),
-                concat!("tdpbusd tmm", $c, ", tmm", $a, ", tmm", $w),
+                concat!($op, " tmm", $c, ", tmm", $a, ", tmm", $w),
                 concat!("tilestored [{c} + {row}], tmm", $c),
                 a = in(reg) a, stride = in(reg) stride, w = in(reg) w,
                 c = in(reg) sums, row = in(reg) 64usize,
@@ -288,25 +323,32 @@ unsafe fn product<const SET: usize>(
     // SAFETY: forwarded to the caller; the asm reads the two tiles' memory and
     // writes `sums`.
     unsafe {
-        if SET == 0 {
-            on_tiles!("0", "1", "2")
-        } else {
-            on_tiles!("3", "4", "5")
+        match (SET, Q4) {
+            (0, true) => on_tiles!("tdpbsud", "0", "4", "6"),
+            (0, false) => on_tiles!("tdpbssd", "0", "4", "6"),
+            (1, true) => on_tiles!("tdpbsud", "1", "5", "7"),
+            (1, false) => on_tiles!("tdpbssd", "1", "5", "7"),
+            (2, true) => on_tiles!("tdpbsud", "2", "4", "6"),
+            (2, false) => on_tiles!("tdpbssd", "2", "4", "6"),
+            (_, true) => on_tiles!("tdpbsud", "3", "5", "7"),
+            (_, false) => on_tiles!("tdpbssd", "3", "5", "7"),
         }
     }
 }
 
-/// Adds block `b`'s sums (at `sums`) to the first `MT` activation rows'
-/// accumulators: `fma(d_w * d_x, sum - excess, acc)` and, with `MIN` (Q4_1),
-/// `fma(m_w, s_x, acc)`, the other kernels' arithmetic.
+/// Adds a block's sums (at `sums`; block `b` of the activations, `k` of the
+/// staged chunk) to the `MT` rows' accumulators: `fma(d_w * d_x, sum, acc)`
+/// and, with `Q4` (Q4_1), `fma(m_w, s_x, acc)`, the other kernels' arithmetic.
 ///
 /// # Safety
-/// AVX-512F; rows `t0..t0 + MT` and block `b` lie inside `acts` and `scratch`.
+/// AVX-512F; rows `t0..t0 + MT` and block `b` lie inside `acts`, `k` inside
+/// the chunk.
 #[inline(always)]
-unsafe fn scale_block<const MT: usize, const MIN: bool>(
+unsafe fn scale_block<const MT: usize, const Q4: bool>(
     acts: &Activations,
     t0: usize,
     b: usize,
+    k: usize,
     scratch: &Scratch,
     sums: *const SumTile,
     acc: &mut [__m512; MT],
@@ -314,63 +356,85 @@ unsafe fn scale_block<const MT: usize, const MIN: bool>(
     let nb = acts.nb;
     // SAFETY: forwarded to the caller.
     unsafe {
-        let excess = _mm512_load_si512(scratch.excess[b].0.as_ptr() as *const _);
-        let d = _mm512_load_ps(scratch.d[b].0.as_ptr());
-        let m = _mm512_load_ps(scratch.m[b].0.as_ptr());
+        let d = _mm512_load_ps(scratch.d[k].0.as_ptr());
+        let m = _mm512_load_ps(scratch.m[k].0.as_ptr());
         let sums = (*sums).0.as_ptr();
+        let dx = acts.d.as_ptr().add(t0 * nb + b);
+        let sx = acts.s.as_ptr().add(t0 * nb + b);
         for (t, a) in acc.iter_mut().enumerate() {
-            let at = (t0 + t) * nb + b;
-            let row = _mm512_load_si512(sums.add(TILE * t) as *const _);
-            let isum = _mm512_cvtepi32_ps(_mm512_sub_epi32(row, excess));
-            let scale = _mm512_mul_ps(d, _mm512_set1_ps(*acts.d.get_unchecked(at)));
+            let isum = _mm512_cvtepi32_ps(_mm512_load_si512(sums.add(TILE * t) as *const _));
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(*dx.add(t * nb)));
             *a = _mm512_fmadd_ps(scale, isum, *a);
-            if MIN {
-                *a = _mm512_fmadd_ps(m, _mm512_set1_ps(*acts.s.get_unchecked(at)), *a);
+            if Q4 {
+                *a = _mm512_fmadd_ps(m, _mm512_set1_ps(*sx.add(t * nb)), *a);
             }
         }
     }
 }
 
-/// The first `MT` activation rows' sixteen outputs (rows `t0..`) of the group
-/// pair in `scratch`, blocks in order: each block's product on the tiles, its
-/// sums stored to one of two small buffers that stay in L1 (one per block
-/// went to L2, and the stores then cost three times the product), and scaled
-/// into accumulators that stay in registers while the next block's product
-/// runs.
+/// Adds the staged chunk's blocks `blocks` to the running outputs of the `MT`
+/// activation rows from `t0` (`scratch.acc` from `acc`): each block's product
+/// on the tiles, its sums stored to one of [`RING`] small buffers that stay in
+/// L1, and scaled into accumulators held in registers while the next blocks'
+/// products run. The outputs start from zero at the matrix's first block.
 ///
 /// # Safety
-/// AMX configured with [`CONFIG`]; AVX-512 (F, BW, VL); rows `t0..t0 + 16` lie
-/// inside `acts`; `scratch` holds `acts.nb` blocks.
+/// AMX configured by [`fill_tile`] for `MT` rows a tile; AVX-512 (F, BW, VL);
+/// the rows from `t0` and `blocks` lie inside `acts`, whose chunk is staged.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn pair_tile<const MT: usize, const MIN: bool>(
+unsafe fn pair_tile<const MT: usize, const Q4: bool>(
     acts: &Activations,
     t0: usize,
+    blocks: Range<usize>,
     scratch: &mut Scratch,
-    out: &mut [[f32; TILE]; TILE],
+    acc_at: usize,
 ) {
-    let nb = acts.nb;
+    let first = blocks.start;
+    let n = blocks.len();
     let sums = scratch.sums.as_mut_ptr();
-    let scratch = &*scratch;
+    let weights = scratch.weights.as_ptr();
     let mut acc = [_mm512_setzero_ps(); MT];
-    // SAFETY: the caller's contract; `sums` holds at least two tiles.
+    // SAFETY: the caller's contract; `sums` holds `RING` tiles, `weights` the
+    // chunk, and `scratch.acc` every row of the pass plus padding.
     unsafe {
-        product::<0>(acts, t0, 0, scratch, sums);
-        let mut b = 0;
-        while b < nb {
-            if b + 1 < nb {
-                product::<1>(acts, t0, b + 1, scratch, sums.add(1));
+        let saved = scratch.acc.as_mut_ptr().add(acc_at);
+        if first > 0 {
+            for (t, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_load_ps((*saved.add(t)).0.as_ptr());
             }
-            scale_block::<MT, MIN>(acts, t0, b, scratch, sums, &mut acc);
-            if b + 1 < nb {
-                if b + 2 < nb {
-                    product::<0>(acts, t0, b + 2, scratch, sums);
-                }
-                scale_block::<MT, MIN>(acts, t0, b + 1, scratch, sums.add(1), &mut acc);
-            }
-            b += 2;
         }
-        for (o, a) in out.iter_mut().zip(acc) {
-            _mm512_storeu_ps(o.as_mut_ptr(), a);
+        let scratch = &*scratch;
+        macro_rules! issue {
+            ($j:expr) => {{
+                let j = $j;
+                let (b, w, c) = (first + j, weights.add(j), sums.add(j % RING));
+                match j % RING {
+                    0 => product::<0, Q4>(acts, t0, b, w, c),
+                    1 => product::<1, Q4>(acts, t0, b, w, c),
+                    2 => product::<2, Q4>(acts, t0, b, w, c),
+                    _ => product::<3, Q4>(acts, t0, b, w, c),
+                }
+            }};
+        }
+        for j in 0..(RING - 1).min(n) {
+            issue!(j);
+        }
+        for k in 0..n {
+            if k + RING - 1 < n {
+                issue!(k + RING - 1);
+            }
+            scale_block::<MT, Q4>(
+                acts,
+                t0,
+                first + k,
+                k,
+                scratch,
+                sums.add(k % RING),
+                &mut acc,
+            );
+        }
+        for (t, a) in acc.into_iter().enumerate() {
+            _mm512_store_ps((*saved.add(t)).0.as_mut_ptr(), a);
         }
     }
 }
@@ -400,35 +464,36 @@ unsafe fn pair(p0: *const u8, p1: *const u8) -> __m512i {
     }
 }
 
-/// The weight tiles, excess, scales and (Q4_1) minimums of every block of
-/// the groups `w0` and `w1`, group `w0`'s eight outputs then `w1`'s. Q4_1
-/// (`Q4`): tile row `c` the low nibbles of vector `c`, row `4 + c` the high
-/// ones; Q8_0: the vectors as they are (signed bytes, as `tdpbusd` takes its
-/// right operand).
+/// The weight tiles, scales and (Q4_1) minimums of the blocks `blocks` of
+/// the groups `w0` and `w1` (group `w0`'s eight outputs then `w1`'s) into
+/// the chunk's slots. Q4_1 (`Q4`): tile row `c` the low nibbles of vector
+/// `c`, row `4 + c` the high ones; Q8_0: the vectors as they are.
 ///
 /// # Safety
-/// AVX-512 (F, BW, VNNI) and F16C; `scratch` fits the groups' blocks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn stage_weights<const Q4: bool>(w0: &[u8], w1: &[u8], scratch: &mut Scratch) {
+/// AVX-512 (F, BW) and F16C; `blocks` lie inside both groups and number at
+/// most [`CHUNK`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn stage_weights<const Q4: bool>(
+    w0: &[u8],
+    w1: &[u8],
+    blocks: Range<usize>,
+    scratch: &mut Scratch,
+) {
     let rec = if Q4 { QFormat::Q4_1 } else { QFormat::Q8_0 }.group_bytes();
     let low = _mm512_set1_epi8(0x0F);
-    let ones = _mm512_set1_epi8(1);
-    for (b, (r0, r1)) in w0.chunks_exact(rec).zip(w1.chunks_exact(rec)).enumerate() {
-        let (p0, p1) = (r0.as_ptr(), r1.as_ptr());
+    for (k, b) in blocks.enumerate() {
+        // SAFETY: record `b` lies inside both groups (the caller's contract).
+        let (p0, p1) = unsafe { (w0.as_ptr().add(b * rec), w1.as_ptr().add(b * rec)) };
         // The same record of the next pair, as the 512-bit VNNI kernels ask:
         // a Q8_0 product of 48-64 rows from memory ran 5-10% faster than
         // with the record 2 KiB ahead in each group.
         let ahead = 2 * w0.len();
         prefetch_record::<true>(p0.wrapping_add(ahead), rec);
         prefetch_record::<true>(p1.wrapping_add(ahead), rec);
-        // SAFETY: each record is `rec` bytes; block `b` fits `scratch`.
+        // SAFETY: each record is `rec` bytes; slot `k` lies in the chunk.
         unsafe {
-            let tile = scratch.weights[b].0.as_mut_ptr();
-            let mut wsum = _mm512_setzero_si512();
-            let mut row = |r: usize, v: __m512i| {
-                _mm512_store_si512(tile.add(64 * r) as *mut _, v);
-                wsum = _mm512_dpbusd_epi32(wsum, ones, v);
-            };
+            let tile = scratch.weights[k].0.as_mut_ptr();
+            let row = |r: usize, v: __m512i| _mm512_store_si512(tile.add(64 * r) as *mut _, v);
             if Q4 {
                 for c in 0..4 {
                     let v = pair(p0.add(32 + 32 * c), p1.add(32 + 32 * c));
@@ -440,11 +505,9 @@ unsafe fn stage_weights<const Q4: bool>(w0: &[u8], w1: &[u8], scratch: &mut Scra
                     row(c, pair(p0.add(16 + 32 * c), p1.add(16 + 32 * c)));
                 }
             }
-            let excess = _mm512_slli_epi32(wsum, 7);
-            _mm512_store_si512(scratch.excess[b].0.as_mut_ptr() as *mut _, excess);
-            scratch.d[b] = f16x16(p0, p1);
+            scratch.d[k] = f16x16(p0, p1);
             if Q4 {
-                scratch.m[b] = f16x16(p0.add(16), p1.add(16));
+                scratch.m[k] = f16x16(p0.add(16), p1.add(16));
             }
         }
     }

@@ -428,7 +428,7 @@ impl QMatrix {
 
 /// Activation rows per pass over a stripe's row groups: the stripe's weights
 /// stay in cache between passes, and the output buffer stays small.
-const STRIPE_ROWS: usize = 64;
+pub(super) const STRIPE_ROWS: usize = 64;
 
 thread_local! {
     /// Each pool thread's buffer for the outputs of the stripe it computes
@@ -670,12 +670,17 @@ mod tests {
     #[test]
     fn a_row_gets_the_same_bits_alone_or_among_many() {
         // More rows than one pass over a stripe takes, a partial last group,
-        // and enough groups for several stripes; on AMX (many rows), a last
-        // tile of more and of fewer than half a tile's rows, and a lone last
-        // group (nine groups) as well as a pair.
-        for ((rows, cols, m), dtype) in [(203, 96, STRIPE_ROWS + 9), (69, 64, STRIPE_ROWS + 5)]
-            .into_iter()
-            .flat_map(|shape| [(shape, GgmlDType::Q4_1), (shape, GgmlDType::Q8_0)])
+        // and enough groups for several stripes; on AMX (many rows), passes
+        // of 64, 9 and 5 rows (tiles of 16, 10 and 6), a lone last group (nine
+        // groups) as well as a pair, and 24 rows (two tiles of 12) over more
+        // blocks than one staged chunk.
+        for ((rows, cols, m), dtype) in [
+            (203, 96, STRIPE_ROWS + 9),
+            (69, 64, STRIPE_ROWS + 5),
+            (37, 320, 24),
+        ]
+        .into_iter()
+        .flat_map(|shape| [(shape, GgmlDType::Q4_1), (shape, GgmlDType::Q8_0)])
         {
             let w = Tensor::from_vec(random(rows * cols, 11), (rows, cols), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
