@@ -41,7 +41,7 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use super::kernels::prefetch_record;
-use super::{BlockQ81, GROUP, QFormat, QK, QMatrix};
+use super::{BlockQ81, GROUP, QFormat, QMatrix};
 
 /// Fewest activation rows a product of `format` weights takes AMX for; fewer
 /// go through the VNNI kernels. One thread's products on a 2-core Sapphire
@@ -110,32 +110,37 @@ fn request_tiles() -> bool {
     false
 }
 
-/// Activations ready for the tiles: each row's quantized values as they are
-/// (`nb * 32` signed bytes a row), and each block's scale and scaled sum, with
-/// [`PAD_ROWS`] rows of zeros after the last, which a tile may read past it.
-pub(super) struct Activations {
-    bytes: Vec<i8>,
-    d: Vec<f32>,
-    s: Vec<f32>,
+/// The quantized activation rows as the tiles read them, in place: a tile's
+/// rows of block `b` are the blocks' `qs` one row (`nb` blocks) apart, which
+/// `tileloadd` takes as its stride, so nothing is copied. [`PAD_ROWS`] rows of
+/// zero blocks follow the last row.
+pub(super) struct Activations<'a> {
+    blocks: &'a [BlockQ81],
     nb: usize,
 }
 
 /// Zero rows after the activations: a product's tiles split its rows evenly,
 /// rounded up to an even count, so they read at most 8 rows past the last.
-const PAD_ROWS: usize = TILE;
+pub(super) const PAD_ROWS: usize = TILE;
 
-impl Activations {
-    /// `m` rows of `nb` blocks each.
-    pub(super) fn new(blocks: &[BlockQ81], m: usize, nb: usize) -> Self {
-        let padded = m + PAD_ROWS;
-        let mut bytes = vec![0i8; padded * nb * QK];
-        let (mut d, mut s) = (vec![0f32; padded * nb], vec![0f32; padded * nb]);
-        for (i, b) in blocks.iter().enumerate() {
-            bytes[i * QK..(i + 1) * QK].copy_from_slice(&b.qs);
-            d[i] = b.d;
-            s[i] = b.s;
-        }
-        Self { bytes, d, s, nb }
+impl<'a> Activations<'a> {
+    /// Rows of `nb` blocks each, the last [`PAD_ROWS`] of them zeros.
+    pub(super) fn new(blocks: &'a [BlockQ81], nb: usize) -> Self {
+        assert!(
+            blocks.len() >= PAD_ROWS * nb && blocks.len().is_multiple_of(nb),
+            "activations padded with {PAD_ROWS} rows"
+        );
+        Self { blocks, nb }
+    }
+
+    /// Block `b` of row `t`.
+    ///
+    /// # Safety
+    /// Row `t` (padding included) and block `b` lie inside the activations.
+    #[inline(always)]
+    unsafe fn at(&self, t: usize, b: usize) -> *const BlockQ81 {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.blocks.as_ptr().add(t * self.nb + b) }
     }
 }
 
@@ -302,9 +307,9 @@ unsafe fn product<const SET: usize, const Q4: bool>(
     w: *const WeightTile,
     sums: *mut SumTile,
 ) {
-    let stride = acts.nb * QK;
-    // SAFETY: forwarded to the caller.
-    let a = unsafe { acts.bytes.as_ptr().add(t0 * stride + b * QK) };
+    let stride = acts.nb * std::mem::size_of::<BlockQ81>();
+    // SAFETY: forwarded to the caller (`qs` leads a block).
+    let a = unsafe { acts.at(t0, b) } as *const u8;
     // The tiles: sums, activations, weights.
     macro_rules! on_tiles {
         ($op:literal, $c:literal, $a:literal, $w:literal) => {
@@ -359,14 +364,14 @@ unsafe fn scale_block<const MT: usize, const Q4: bool>(
         let d = _mm512_load_ps(scratch.d[k].0.as_ptr());
         let m = _mm512_load_ps(scratch.m[k].0.as_ptr());
         let sums = (*sums).0.as_ptr();
-        let dx = acts.d.as_ptr().add(t0 * nb + b);
-        let sx = acts.s.as_ptr().add(t0 * nb + b);
+        let x = acts.at(t0, b);
         for (t, a) in acc.iter_mut().enumerate() {
+            let xb = &*x.add(t * nb);
             let isum = _mm512_cvtepi32_ps(_mm512_load_si512(sums.add(TILE * t) as *const _));
-            let scale = _mm512_mul_ps(d, _mm512_set1_ps(*dx.add(t * nb)));
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(xb.d));
             *a = _mm512_fmadd_ps(scale, isum, *a);
             if Q4 {
-                *a = _mm512_fmadd_ps(m, _mm512_set1_ps(*sx.add(t * nb)), *a);
+                *a = _mm512_fmadd_ps(m, _mm512_set1_ps(xb.s), *a);
             }
         }
     }

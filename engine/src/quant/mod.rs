@@ -287,13 +287,20 @@ impl QMatrix {
             "the parts' widths cover the matrix's rows"
         );
         let nb = self.cols / QK;
+        #[cfg(target_arch = "x86_64")]
+        let amx = m >= amx::min_rows(self.format) && amx::available();
+        // AMX tiles read whole tiles of rows: zero rows follow the last.
+        #[cfg(target_arch = "x86_64")]
+        let pad = if amx { amx::PAD_ROWS } else { 0 };
+        #[cfg(not(target_arch = "x86_64"))]
+        let pad = 0;
         let mut xq = vec![
             BlockQ81 {
                 qs: [0; QK],
                 d: 0.0,
                 s: 0.0
             };
-            m * nb
+            (m + pad) * nb
         ];
         let kernel = Kernel::detect();
         // Many rows (a decode step of many sequences, a prefill) quantize on
@@ -316,10 +323,10 @@ impl QMatrix {
             stripe = stripe.next_multiple_of(2 * GROUP);
         }
         #[cfg(target_arch = "x86_64")]
-        if m >= amx::min_rows(self.format) && amx::available() {
+        if amx {
             // An AMX tile holds two groups' outputs.
             stripe = stripe.next_multiple_of(2 * GROUP);
-            let acts = amx::Activations::new(&xq, m, nb);
+            let acts = amx::Activations::new(&xq, nb);
             return crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
                 self.fill_stripe(m, features, dst, |tile, rows, features| {
                     amx::fill_tile(self, &acts, tile, rows, features)
