@@ -597,16 +597,20 @@ mod tests {
             d: 0.0,
             s: 0.0,
         };
-        for x in rows {
+        for (x, kernel) in rows
+            .iter()
+            .flat_map(|x| Kernel::available().into_iter().map(move |k| (x, k)))
+        {
             let mut want = vec![zero; x.len() / QK];
             let mut got = want.clone();
-            quantize_row_q8_1(&x, &mut want);
-            Kernel::detect().quantize_row(&x, &mut got);
+            quantize_row_q8_1(x, &mut want);
+            kernel.quantize_row(x, &mut got);
             for (w, g) in want.iter().zip(&got) {
-                assert_eq!(w.qs, g.qs);
+                assert_eq!(w.qs, g.qs, "{kernel:?}");
                 assert_eq!(
                     (w.d.to_bits(), w.s.to_bits()),
-                    (g.d.to_bits(), g.s.to_bits())
+                    (g.d.to_bits(), g.s.to_bits()),
+                    "{kernel:?}"
                 );
             }
         }
