@@ -112,19 +112,22 @@ fn request_tiles() -> bool {
 
 /// The quantized activation rows as the tiles read them, in place: a tile's
 /// rows of block `b` are the blocks' `qs` one row (`nb` blocks) apart, which
-/// `tileloadd` takes as its stride, so nothing is copied. [`PAD_ROWS`] rows of
-/// zero blocks follow the last row.
+/// `tileloadd` takes as its stride, so nothing is copied. [`PAD_ROWS`] rows
+/// follow the last: a tile may read them, and their outputs are dropped (a
+/// row's sums and scaling never touch another row's), so they need not be
+/// zeros.
 pub(super) struct Activations<'a> {
     blocks: &'a [BlockQ81],
     nb: usize,
 }
 
-/// Zero rows after the activations: a product's tiles split its rows evenly,
-/// rounded up to an even count, so they read at most 8 rows past the last.
-pub(super) const PAD_ROWS: usize = TILE;
+/// Rows after the activations that tiles may read: a pass's at most four
+/// tiles split its rows evenly, rounded up to an even count, so they read at
+/// most seven rows past its last.
+pub(super) const PAD_ROWS: usize = 8;
 
 impl<'a> Activations<'a> {
-    /// Rows of `nb` blocks each, the last [`PAD_ROWS`] of them zeros.
+    /// Rows of `nb` blocks each, the last [`PAD_ROWS`] of them padding.
     pub(super) fn new(blocks: &'a [BlockQ81], nb: usize) -> Self {
         assert!(
             blocks.len() >= PAD_ROWS * nb && blocks.len().is_multiple_of(nb),
@@ -241,6 +244,11 @@ pub(super) fn fill_tile(
     // up to an even count (fewer kernels to build); the rest read zero padding.
     let tiles = m.div_ceil(TILE);
     let per_tile = m.div_ceil(tiles).next_multiple_of(2);
+    assert!(
+        (rows.start + tiles * per_tile) * acts.nb <= acts.blocks.len(),
+        "{tiles} tiles of {per_tile} rows from row {} read past the padding",
+        rows.start
+    );
     let config = TileConfig::new(per_tile as u8);
     let q4 = mat.format == QFormat::Q4_1;
     SCRATCH.with_borrow_mut(|scratch| {
