@@ -388,7 +388,7 @@ impl CausalLm for Llama {
 
     fn decode_step(&self, tokens: &[u32], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
         let runs: Vec<&[u32]> = tokens.chunks(1).collect();
-        crate::threads::install_hot(|| self.extend_rows(&runs, caches))
+        crate::threads::install_hot(|| self.decode_rows(&runs, caches))
     }
 
     fn prefill(&self, runs: &[&[u32]], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
