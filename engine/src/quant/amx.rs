@@ -48,10 +48,12 @@ use super::{BlockQ81, GROUP, QFormat, QMatrix};
 /// Rapids-class VM (1536x576 and 576x1536 Q4_1, 4096x576 Q8_0), against the
 /// 512-bit VNNI kernels: Q8_0 ran even at 8 rows and 18-35% faster from 10,
 /// in cache or streamed; Q4_1 ran 10-20% faster from 10-16 rows in cache and
-/// even streamed from L3 (ties go to AMX, on which prefills ran faster).
+/// even streamed from L3 (ties go to AMX, on which prefills ran faster). A
+/// decode step of 20-24 sequences, split between two threads (10-12 rows
+/// each), ran 3-6% faster with Q4_1 on AMX from 10 rows than from 16.
 pub(super) fn min_rows(format: QFormat) -> usize {
     match format {
-        QFormat::Q4_1 => 16,
+        QFormat::Q4_1 => 10,
         QFormat::Q8_0 => 10,
     }
 }
