@@ -182,7 +182,7 @@ impl TileConfig {
 }
 
 /// Blocks whose weights are staged at a time: their tiles (4 KiB) and the
-/// activations they meet (1 KiB per 32 rows) stay in L1 while every row tile
+/// activations they meet (512 bytes a row) stay in L1 while every row tile
 /// passes over them.
 const CHUNK: usize = 8;
 
@@ -207,7 +207,7 @@ struct SumTile([i32; TILE * TILE]);
 struct Lanes<T>([T; TILE]);
 
 /// A thread's working space for one chunk of a group pair's blocks: the
-/// weight tiles, scales and minimums (f32); two blocks' sums; and the running
+/// weight tiles, scales and minimums (f32); [`RING`] blocks' sums; and the running
 /// outputs of every row (at most [`super::STRIPE_ROWS`]) between chunks.
 struct Scratch {
     weights: [WeightTile; CHUNK],

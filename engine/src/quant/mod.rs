@@ -298,7 +298,7 @@ impl QMatrix {
         let nb = self.cols / QK;
         #[cfg(target_arch = "x86_64")]
         let amx = m >= amx::min_rows(self.format) && amx::available();
-        // AMX tiles read whole tiles of rows: zero rows follow the last.
+        // AMX tiles may read a few rows past the last (whatever they hold).
         #[cfg(target_arch = "x86_64")]
         let pad = if amx { amx::PAD_ROWS } else { 0 };
         #[cfg(not(target_arch = "x86_64"))]

@@ -27,8 +27,9 @@ const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
 /// thread alone kept the other waiting in every layer.
 const MIN_ROWS_PER_TASK: usize = 4;
 /// Fewest sequences of a decode step a thread takes on its own (see
-/// [`Llama::decode_rows`]): on a 2-core VM, two sequences per thread ran
-/// slower than four on both, four even, three per thread 10-20% faster.
+/// [`Llama::decode_rows`]): on a 2-core VM, two or three sequences split
+/// between the threads ran 8-18% slower than on both together, four even, six
+/// (three a thread) 9-13% faster.
 const MIN_ROWS_PER_THREAD: usize = 3;
 
 impl Llama {
