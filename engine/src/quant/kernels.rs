@@ -309,6 +309,22 @@ pub(super) fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ81]) {
     }
 }
 
+/// Sets a block's scale `d` and scaled sum `sum * d`, each rounded through f16
+/// and back (to nearest even, as `half` does) in one conversion each way.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "f16c")]
+fn set_scales(b: &mut BlockQ81, d: f32, sum: i32) {
+    use std::arch::x86_64::*;
+    let ds = _mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_setr_ps(
+        d,
+        sum as f32 * d,
+        0.0,
+        0.0,
+    )));
+    b.d = _mm_cvtss_f32(ds);
+    b.s = _mm_cvtss_f32(_mm_movehdup_ps(ds));
+}
+
 /// [`quantize_row_q8_1`] with AVX-512: a block is two vectors, the rounding is
 /// the AVX2 build's (a masked add takes the step away from zero), and the
 /// bytes narrow with one saturating move per vector (no packs to undo). 24
@@ -350,15 +366,7 @@ unsafe fn quantize_row_q8_1_avx512(x: &[f32], out: &mut [BlockQ81]) {
             _mm_storeu_si128(qs.add(1), _mm512_cvtsepi32_epi8(q[1]));
         }
         let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
-        // Both through f16 and back, rounding to nearest even as `half` does.
-        let ds = _mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_setr_ps(
-            d,
-            sum as f32 * d,
-            0.0,
-            0.0,
-        )));
-        b.d = _mm_cvtss_f32(ds);
-        b.s = _mm_cvtss_f32(_mm_movehdup_ps(ds));
+        set_scales(b, d, sum);
     }
 }
 
@@ -419,14 +427,6 @@ unsafe fn quantize_row_q8_1_avx2(x: &[f32], out: &mut [BlockQ81]) {
         );
         let pairs = _mm_add_epi32(halves, _mm_unpackhi_epi64(halves, halves));
         let sum = _mm_cvtsi128_si32(_mm_add_epi32(pairs, _mm_shuffle_epi32::<1>(pairs)));
-        // Both through f16 and back, rounding to nearest even as `half` does.
-        let ds = _mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_setr_ps(
-            d,
-            sum as f32 * d,
-            0.0,
-            0.0,
-        )));
-        b.d = _mm_cvtss_f32(ds);
-        b.s = _mm_cvtss_f32(_mm_movehdup_ps(ds));
+        set_scales(b, d, sum);
     }
 }
