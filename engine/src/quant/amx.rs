@@ -43,20 +43,15 @@ use std::sync::OnceLock;
 use super::kernels::prefetch_record;
 use super::{BlockQ81, GROUP, QFormat, QMatrix};
 
-/// Fewest activation rows a product of `format` weights takes AMX for; fewer
-/// go through the VNNI kernels. One thread's products on a 2-core Sapphire
+/// Fewest activation rows a product takes AMX for; fewer go through the VNNI
+/// kernels. One thread's products on a 2-core Sapphire
 /// Rapids-class VM (1536x576 and 576x1536 Q4_1, 4096x576 Q8_0), against the
 /// 512-bit VNNI kernels: Q8_0 ran even at 8 rows and 18-35% faster from 10,
 /// in cache or streamed; Q4_1 ran 10-20% faster from 10-16 rows in cache and
 /// even streamed from L3 (ties go to AMX, on which prefills ran faster). A
 /// decode step of 20-24 sequences, split between two threads (10-12 rows
 /// each), ran 3-6% faster with Q4_1 on AMX from 10 rows than from 16.
-pub(super) fn min_rows(format: QFormat) -> usize {
-    match format {
-        QFormat::Q4_1 => 10,
-        QFormat::Q8_0 => 10,
-    }
-}
+pub(super) const MIN_ROWS: usize = 10;
 
 /// Rows (activations) and columns (outputs) of a result tile.
 const TILE: usize = 16;
@@ -187,8 +182,8 @@ impl TileConfig {
 const CHUNK: usize = 8;
 
 /// Blocks in flight: block `j` of a chunk goes to sum tile `j % RING`, and the
-/// products run `RING - 1` blocks ahead of the scaling (two in flight, as
-/// before, left the scaling waiting on the tile unit).
+/// products run `RING - 1` blocks ahead of the scaling (with two in flight,
+/// the scaling waited on the tile unit).
 const RING: usize = 4;
 
 /// One block's weight tile: eight 64-byte rows.
@@ -218,6 +213,7 @@ struct Scratch {
 }
 
 thread_local! {
+    /// Each thread's AMX working space (boxed: about 14 KiB).
     static SCRATCH: std::cell::RefCell<Box<Scratch>> = std::cell::RefCell::new(Box::new(Scratch {
         weights: [WeightTile([0; 512]); CHUNK],
         d: [Lanes([0.0; TILE]); CHUNK],
@@ -243,7 +239,7 @@ pub(super) fn fill_tile(
     let width = features.len();
     let groups = features.start / GROUP..features.end.div_ceil(GROUP);
     // Rows per tile: the rows split evenly between the fewest tiles, rounded
-    // up to an even count (fewer kernels to build); the rest read zero padding.
+    // up to an even count (fewer kernels to build); the rest read padding rows.
     let tiles = m.div_ceil(TILE);
     let per_tile = m.div_ceil(tiles).next_multiple_of(2);
     assert!(

@@ -297,12 +297,13 @@ impl QMatrix {
         );
         let nb = self.cols / QK;
         #[cfg(target_arch = "x86_64")]
-        let amx = m >= amx::min_rows(self.format) && amx::available();
-        // AMX tiles may read a few rows past the last (whatever they hold).
-        #[cfg(target_arch = "x86_64")]
-        let pad = if amx { amx::PAD_ROWS } else { 0 };
+        let (amx, pad) = {
+            let amx = m >= amx::MIN_ROWS && amx::available();
+            // AMX tiles may read a few rows past the last (whatever they hold).
+            (amx, if amx { amx::PAD_ROWS } else { 0 })
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        let pad = 0;
+        let (amx, pad) = (false, 0);
         // Rows `0..m` are quantized below (the padding is only read): no
         // buffer is allocated or cleared per product (on two threads, readying
         // a 24-row product's activations fell from 9.5 to 6.9 microseconds for
@@ -329,14 +330,13 @@ impl QMatrix {
         // Whole groups per stripe; about eight stripes per thread balance the load.
         let groups = self.rows.div_ceil(GROUP);
         let mut stripe = (groups / (rayon::current_num_threads() * 8)).clamp(1, 32) * GROUP;
-        if kernel.pairs() {
-            // Whole pairs of groups, for the two-group kernels (and AMX tiles).
+        if kernel.pairs() || amx {
+            // Whole pairs of groups, for the two-group kernels and AMX tiles
+            // (a tile holds two groups' outputs).
             stripe = stripe.next_multiple_of(2 * GROUP);
         }
         #[cfg(target_arch = "x86_64")]
         if amx {
-            // An AMX tile holds two groups' outputs.
-            stripe = stripe.next_multiple_of(2 * GROUP);
             let acts = amx::Activations::new(xq, nb);
             let out = crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
                 self.fill_stripe(m, features, dst, |tile, rows, features| {
