@@ -191,15 +191,26 @@ fn draw(idx: &[u32], probs: &[f32], r: f32) -> u32 {
     idx[probs.len() - 1]
 }
 
-/// Index of the largest value (the first one on ties, as `torch.argmax`).
+/// Index of the largest value (the first one on ties, as `torch.argmax`; 0
+/// where none compares, as with NaNs only).
+///
+/// Two vectorised passes, the maximum then its first position: the scalar
+/// loop's compare against the best so far was one value a cycle at most, a
+/// twentieth of a greedy decode step of many sequences over SmolLM2's 49,152
+/// tokens.
 pub fn argmax(xs: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best as u32
+    let max = crate::vmath::max(xs);
+    // Whole chunks compare without an early exit (vectorised), then the
+    // chunk that holds the maximum is searched.
+    const CHUNK: usize = 64;
+    let at = xs
+        .chunks(CHUNK)
+        .position(|c| c.iter().fold(false, |hit, &x| hit | (x == max)))
+        .and_then(|k| {
+            let c = &xs[k * CHUNK..];
+            Some(k * CHUNK + c.iter().position(|&x| x == max)?)
+        });
+    at.unwrap_or(0) as u32
 }
 
 /// `RepetitionPenaltyLogitsProcessor`: divide positive logits of seen tokens by the
@@ -225,6 +236,29 @@ mod tests {
     fn greedy_picks_argmax() {
         let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
         assert_eq!(s.sample(&mut [0.1, 3.0, 2.0], &[]), 1);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_ties_anywhere_in_a_long_row() {
+        for n in [1, 63, 64, 65, 49_152] {
+            let mut xs: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1e3 - 2.0)
+                .collect();
+            let want = |xs: &[f32]| {
+                let mut best = 0;
+                for (i, &x) in xs.iter().enumerate() {
+                    if x > xs[best] {
+                        best = i;
+                    }
+                }
+                best as u32
+            };
+            assert_eq!(argmax(&xs), want(&xs), "{n} values");
+            for at in [n - 1, n / 2, n / 3] {
+                xs[at] = 5.0;
+                assert_eq!(argmax(&xs), want(&xs), "{n} values, a maximum at {at}");
+            }
+        }
     }
 
     #[test]

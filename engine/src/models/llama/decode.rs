@@ -35,26 +35,35 @@ const MIN_ROWS_PER_THREAD: usize = 3;
 impl Llama {
     /// A decode step of [`Llama::extend_rows`] with its sequences split into
     /// contiguous parts, one per pool thread (down to [`MIN_ROWS_PER_THREAD`]
-    /// each), run side by side. Each thread then reads every weight (twice the
-    /// reads, from the shared cache) but quantizes, multiplies, attends and
-    /// writes only its own rows, with no hand-off between threads in each of
-    /// a step's hundreds of small products; the threads help each other only
-    /// when one runs out of work. With every product split by output features
-    /// instead, a 24-sequence step on two threads ran 1.45x as fast as on one,
-    /// losing a quarter of the second thread to hand-offs, moving activations
-    /// between cores and waiting; split by sequences, decode of 8-64
-    /// sequences ran 10-25% faster. A row's bits do not depend on its batch, so
-    /// neither do they on the split.
+    /// each), whose layers run side by side. Each thread then reads every
+    /// layer's weights (twice the reads, from the shared cache) but quantizes,
+    /// multiplies, attends and writes only its own rows, with no hand-off
+    /// between threads in each of a step's hundreds of small products; the
+    /// threads help each other only when one runs out of work. With every
+    /// product split by output features instead, a 24-sequence step on two
+    /// threads ran 1.45x as fast as on one, losing a quarter of the second
+    /// thread to hand-offs, moving activations between cores and waiting;
+    /// split by sequences, decode of 8-64 sequences ran 10-25% faster.
+    ///
+    /// The LM head, one product per step, runs on every row at once, split by
+    /// output features: the largest matrix (a fifth of the model's
+    /// multiply-adds for SmolLM2) is then streamed once rather than by each
+    /// thread, on AMX tiles of all the rows, for one hand-off per step.
+    ///
+    /// A row's bits do not depend on its batch, so neither do they on the
+    /// split.
     pub(super) fn decode_rows(
         &self,
         runs: &[&[u32]],
         caches: &mut [&mut Cache],
     ) -> Result<Vec<f32>> {
-        self.decode_split(runs, caches, rayon::current_num_threads())
+        let hidden = self.decode_split(runs, caches, rayon::current_num_threads())?;
+        self.head(&hidden, runs.len())
     }
 
-    /// [`Llama::decode_rows`] over `threads` threads: halves of the threads
-    /// take proportional parts of the sequences.
+    /// The last hidden state of each run of [`Llama::decode_rows`] over
+    /// `threads` threads: halves of the threads take proportional parts of the
+    /// sequences.
     fn decode_split(
         &self,
         runs: &[&[u32]],
@@ -68,7 +77,7 @@ impl Llama {
             || runs.len() - mid < MIN_ROWS_PER_THREAD
             || runs.len() != caches.len()
         {
-            return self.extend_rows(runs, caches);
+            return self.extend_hidden(runs, caches);
         }
         let (runs_a, runs_b) = runs.split_at(mid);
         let (caches_a, caches_b) = caches.split_at_mut(mid);
@@ -76,9 +85,9 @@ impl Llama {
             || self.decode_split(runs_a, caches_a, left),
             || self.decode_split(runs_b, caches_b, threads - left),
         );
-        let mut logits = a?;
-        logits.extend(b?);
-        Ok(logits)
+        let mut hidden = a?;
+        hidden.extend(b?);
+        Ok(hidden)
     }
 
     /// Runs `runs[i]` after the positions in `caches[i]`, every run of every
@@ -91,6 +100,20 @@ impl Llama {
         runs: &[&[u32]],
         caches: &mut [&mut Cache],
     ) -> Result<Vec<f32>> {
+        let hidden = self.extend_hidden(runs, caches)?;
+        self.head(&hidden, runs.len())
+    }
+
+    /// The final norm and LM head of `n` rows of last hidden states.
+    fn head(&self, hidden: &[f32], n: usize) -> Result<Vec<f32>> {
+        let mut normed = vec![0f32; hidden.len()];
+        self.norm.forward_rows(hidden, &mut normed)?;
+        self.lm_head.forward_rows(&normed, n)
+    }
+
+    /// The layers of [`Llama::extend_rows`]: the last hidden state of each
+    /// run (`runs.len() * hidden` values), before the final norm.
+    fn extend_hidden(&self, runs: &[&[u32]], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
         if runs.len() != caches.len() {
             return Err(EngineError::invalid(
                 "tokens",
@@ -141,10 +164,8 @@ impl Llama {
                 last.extend_from_slice(&x[(end - 1) * hidden..end * hidden]);
             }
             x = last;
-            normed.truncate(x.len());
         }
-        self.norm.forward_rows(&x, &mut normed)?;
-        self.lm_head.forward_rows(&normed, runs.len())
+        Ok(x)
     }
 }
 
