@@ -46,9 +46,11 @@ impl Llama {
     /// split by sequences, decode of 8-64 sequences ran 10-25% faster.
     ///
     /// The LM head, one product per step, runs on every row at once, split by
-    /// output features: the largest matrix (a fifth of the model's
-    /// multiply-adds for SmolLM2) is then streamed once rather than by each
-    /// thread, on AMX tiles of all the rows, for one hand-off per step.
+    /// output features: the largest matrix (a fifth of SmolLM2's
+    /// multiply-adds) is then streamed once rather than by each thread, on
+    /// AMX tiles of all the rows from ten, for one hand-off per step. Greedy
+    /// decode of 12-24 sequences ran 1-13% faster than with the head in each
+    /// part.
     ///
     /// A row's bits do not depend on its batch, so neither do they on the
     /// split.
