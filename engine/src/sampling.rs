@@ -205,11 +205,9 @@ pub fn argmax(xs: &[f32]) -> u32 {
     const CHUNK: usize = 64;
     let at = xs
         .chunks(CHUNK)
-        .position(|c| c.iter().fold(false, |hit, &x| hit | (x == max)))
-        .and_then(|k| {
-            let c = &xs[k * CHUNK..];
-            Some(k * CHUNK + c.iter().position(|&x| x == max)?)
-        });
+        .enumerate()
+        .find(|(_, c)| c.iter().fold(false, |hit, &x| hit | (x == max)))
+        .and_then(|(k, c)| Some(k * CHUNK + c.iter().position(|&x| x == max)?));
     at.unwrap_or(0) as u32
 }
 

@@ -591,16 +591,11 @@ mod tests {
         });
         rows.push(ties.collect());
         rows.push(vec![0.0; 32]);
-        let zero = BlockQ81 {
-            qs: [0; QK],
-            d: 0.0,
-            s: 0.0,
-        };
         for (x, kernel) in rows
             .iter()
             .flat_map(|x| Kernel::available().into_iter().map(move |k| (x, k)))
         {
-            let mut want = vec![zero; x.len() / QK];
+            let mut want = vec![BlockQ81::ZERO; x.len() / QK];
             let mut got = want.clone();
             quantize_row_q8_1(x, &mut want);
             kernel.quantize_row(x, &mut got);
@@ -622,15 +617,10 @@ mod tests {
             let w = Tensor::from_vec(random(rows * cols, 5), (rows, cols), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let mat = QMatrix::from_qtensor(&q).unwrap().unwrap();
-            let zero = BlockQ81 {
-                qs: [0; QK],
-                d: 0.0,
-                s: 0.0,
-            };
             // Eight different activation rows, through tiles of every size.
             let xs: Vec<Vec<BlockQ81>> = (0..TILE)
                 .map(|k| {
-                    let mut q = vec![zero; cols / QK];
+                    let mut q = vec![BlockQ81::ZERO; cols / QK];
                     quantize_row_q8_1(&random(cols, 30 + k as u64), &mut q);
                     q
                 })
