@@ -29,7 +29,7 @@ use half::f16;
 
 use crate::error::{EngineError, Result};
 use crate::hugemem::HugeBytes;
-use kernels::{Kernel, TILE};
+use kernels::{Kernel, PAIR_TILE, TILE};
 
 /// Values per block.
 const QK: usize = 32;
@@ -405,15 +405,18 @@ impl QMatrix {
         let mut g = features.start / GROUP;
         while g * GROUP < features.end {
             let col = g * GROUP - features.start;
-            // Tiles of `TILE` rows, the last one smaller: one arm per tile size,
-            // as the kernel takes its rows as an array. `$dot` gives a tile's
-            // outputs (one or two groups'), of which the first `$n` are kept.
-            const _: () = assert!(TILE == 8);
+            // The rows split evenly into the fewest tiles of at most `$cap`
+            // (nine rows as five and four, not eight and one: a tile's weight
+            // unpacking is shared by its rows, so a tile of one costs nearly
+            // as much as one of four). One arm per tile size, as the kernel
+            // takes its rows as an array. `$dot` gives a tile's outputs (one
+            // or two groups'), of which the first `$n` are kept.
             macro_rules! tiles {
-                (|$xs:ident| $dot:expr, $n:expr, $($t:literal)*) => {{
+                (|$xs:ident| $dot:expr, $n:expr, $cap:expr, $($t:literal)*) => {{
+                    let tiles = m.div_ceil($cap);
                     let mut i = 0;
-                    while i < m {
-                        let t = (m - i).min(TILE);
+                    for left in (1..=tiles).rev() {
+                        let t = (m - i).div_ceil(left);
                         match t {
                             $($t => {
                                 let $xs: [_; $t] = std::array::from_fn(|k| rows[i + k]);
@@ -428,7 +431,7 @@ impl QMatrix {
                                     }
                                 }
                             })*
-                            _ => unreachable!("a tile holds 1 to {TILE} rows"),
+                            _ => unreachable!("a tile holds 1 to {} rows", $cap),
                         }
                         i += t;
                     }
@@ -436,12 +439,14 @@ impl QMatrix {
             }
             if kernel.pairs() && width - col >= 2 * GROUP {
                 let (a, b) = (self.group(g), self.group(g + 1));
-                tiles!(|xs| kernel.dot16xn(self.format, a, b, xs), 2 * GROUP, 1 2 3 4 5 6 7 8);
+                const _: () = assert!(PAIR_TILE == 12);
+                tiles!(|xs| kernel.dot16xn(self.format, a, b, xs), 2 * GROUP, PAIR_TILE, 1 2 3 4 5 6 7 8 9 10 11 12);
                 g += 2;
             } else {
                 // The last group of the matrix may be padding past `rows`.
                 let w = self.group(g);
-                tiles!(|xs| kernel.dot8xn(self.format, w, xs), GROUP.min(width - col), 1 2 3 4 5 6 7 8);
+                const _: () = assert!(TILE == 8);
+                tiles!(|xs| kernel.dot8xn(self.format, w, xs), GROUP.min(width - col), TILE, 1 2 3 4 5 6 7 8);
                 g += 1;
             }
         }
@@ -617,8 +622,8 @@ mod tests {
             let w = Tensor::from_vec(random(rows * cols, 5), (rows, cols), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let mat = QMatrix::from_qtensor(&q).unwrap().unwrap();
-            // Eight different activation rows, through tiles of every size.
-            let xs: Vec<Vec<BlockQ81>> = (0..TILE)
+            // Twelve different activation rows, through tiles of every size.
+            let xs: Vec<Vec<BlockQ81>> = (0..PAIR_TILE)
                 .map(|k| {
                     let mut q = vec![BlockQ81::ZERO; cols / QK];
                     quantize_row_q8_1(&random(cols, 30 + k as u64), &mut q);
@@ -662,8 +667,8 @@ mod tests {
                     // Two groups at once: each half as its group alone.
                     if g % 2 == 0 {
                         let (a, b) = (w, mat.group(g + 1));
-                        let b_alone =
-                            simd.dot8xn::<TILE>(mat.format, b, std::array::from_fn(|k| &xs[k][..]));
+                        let alone =
+                            |w: &[u8], k: usize| simd.dot8xn(mat.format, w, [&xs[k][..]])[0];
                         let pair: Vec<[f32; 2 * GROUP]> = [
                             simd.dot16xn::<1>(mat.format, a, b, [&xs[0][..]]).to_vec(),
                             simd.dot16xn::<5>(
@@ -673,7 +678,7 @@ mod tests {
                                 std::array::from_fn(|k| &xs[k][..]),
                             )
                             .to_vec(),
-                            simd.dot16xn::<TILE>(
+                            simd.dot16xn::<PAIR_TILE>(
                                 mat.format,
                                 a,
                                 b,
@@ -682,10 +687,10 @@ mod tests {
                             .to_vec(),
                         ]
                         .concat();
-                        let rows = (0..1).chain(0..5).chain(0..TILE);
+                        let rows = (0..1).chain(0..5).chain(0..PAIR_TILE);
                         for (k, two) in rows.zip(&pair) {
-                            assert_eq!(two[..GROUP], got[k], "{dtype:?} {simd:?} row {k}");
-                            assert_eq!(two[GROUP..], b_alone[k], "{dtype:?} {simd:?} row {k}");
+                            assert_eq!(two[..GROUP], alone(a, k), "{dtype:?} {simd:?} row {k}");
+                            assert_eq!(two[GROUP..], alone(b, k), "{dtype:?} {simd:?} row {k}");
                         }
                     }
                     // Every SIMD kernel sums the same integers and scales them
