@@ -46,15 +46,21 @@ use std::sync::OnceLock;
 use super::kernels::prefetch_record;
 use super::{BlockQ81, GROUP, QFormat, QMatrix};
 
-/// Fewest activation rows a product takes AMX for; fewer go through the VNNI
-/// kernels. One thread's products on a 2-core Sapphire
-/// Rapids-class VM (1536x576 and 576x1536 Q4_1, 4096x576 Q8_0), against the
-/// 512-bit VNNI kernels: Q8_0 ran even at 8 rows and 18-35% faster from 10,
-/// in cache or streamed; Q4_1 ran 10-20% faster from 10-16 rows in cache and
-/// even streamed from L3 (ties go to AMX, on which prefills ran faster). A
-/// decode step of 20-24 sequences, split between two threads (10-12 rows
-/// each), ran 3-6% faster with Q4_1 on AMX from 10 rows than from 16.
-pub(super) const MIN_ROWS: usize = 10;
+/// Fewest activation rows a product of `format` takes AMX for; fewer go
+/// through the VNNI kernels. Measured on a 2-core Sapphire Rapids-class VM:
+/// - Q8_0 (4096x576 and the 49152x576 LM head, one thread) ran even with
+///   the 512-bit VNNI kernels at 8 rows and 10-35% faster from 10, in cache
+///   or streamed.
+/// - Q4_1: since the VNNI kernels take twelve rows a call, greedy decode of
+///   20 and 24 sequences (10 and 12 rows a thread) ran 6% and 1.5% faster
+///   with those rows on VNNI, and of 28 and 32 (14 and 16) about 5% faster
+///   on AMX.
+pub(super) fn min_rows(format: QFormat) -> usize {
+    match format {
+        QFormat::Q4_1 => 13,
+        QFormat::Q8_0 => 10,
+    }
+}
 
 /// Rows (activations) and columns (outputs) of a result tile.
 const TILE: usize = 16;

@@ -298,7 +298,7 @@ impl QMatrix {
         let nb = self.cols / QK;
         #[cfg(target_arch = "x86_64")]
         let (amx, pad) = {
-            let amx = m >= amx::MIN_ROWS && amx::available();
+            let amx = m >= amx::min_rows(self.format) && amx::available();
             // AMX tiles may read a few rows past the last (whatever they hold).
             (amx, if amx { amx::PAD_ROWS } else { 0 })
         };
