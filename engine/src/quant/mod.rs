@@ -710,11 +710,14 @@ mod tests {
         // and enough groups for several stripes; on AMX (many rows), passes
         // of 64, 9 and 5 rows (tiles of 16, 10 and 6), a lone last group (nine
         // groups) as well as a pair, and 24 rows (two tiles of 12) over more
-        // blocks than one staged chunk.
+        // blocks than one staged chunk; on the VNNI kernels, 9 rows (one call)
+        // and Q4_1's 11 (one call; Q8_0's on AMX).
         for ((rows, cols, m), dtype) in [
             (203, 96, STRIPE_ROWS + 9),
             (69, 64, STRIPE_ROWS + 5),
             (37, 320, 24),
+            (69, 64, 9),
+            (203, 96, 11),
         ]
         .into_iter()
         .flat_map(|shape| [(shape, GgmlDType::Q4_1), (shape, GgmlDType::Q8_0)])
