@@ -406,9 +406,9 @@ impl QMatrix {
         while g * GROUP < features.end {
             let col = g * GROUP - features.start;
             // The rows split evenly into the fewest tiles of at most `$cap`
-            // (nine rows as five and four, not eight and one: a tile's weight
-            // unpacking is shared by its rows, so a tile of one costs nearly
-            // as much as one of four). One arm per tile size, as the kernel
+            // (with eight at most, nine rows as five and four, not eight and
+            // one: a tile's weight unpacking is shared by its rows, so a tile
+            // of one costs nearly as much as one of four). One arm per tile size, as the kernel
             // takes its rows as an array. `$dot` gives a tile's outputs (one
             // or two groups'), of which the first `$n` are kept.
             macro_rules! tiles {
