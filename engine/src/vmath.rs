@@ -122,9 +122,29 @@ fn avx512() -> bool {
     avx2() && std::arch::is_x86_feature_detected!("avx512f")
 }
 
+/// The vector `exp`'s constants, shared by its AVX2 and AVX-512 builds (the
+/// same constants give the same bits).
+#[cfg(target_arch = "x86_64")]
+mod exp_consts {
+    /// Above this, `+inf`.
+    pub const HI: f32 = 88.376_26;
+    /// Below this, 0.
+    pub const LO: f32 = -87.336_55;
+    /// ln 2 in two parts, so `n * ln2` is exact enough (Cody-Waite).
+    pub const LN2_HI: f32 = 0.693_359_4;
+    /// The rest of ln 2.
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    /// The polynomial's leading coefficient.
+    pub const P0: f32 = 1.987_569_1e-4;
+    /// Its other coefficients, highest degree first (Horner).
+    pub const P: [f32; 5] = [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    use super::exp_consts::*;
 
     /// `e^x` in eight lanes (Cephes `expf`): `x = n ln2 + r` with `|r| <= ln2 / 2`,
     /// `e^r` by a polynomial, `2^n` built in the exponent bits. Below the
@@ -133,19 +153,16 @@ mod avx2 {
     /// divide by the result).
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn exp8(x: __m256) -> __m256 {
-        const HI: f32 = 88.376_26;
-        const LO: f32 = -87.336_55;
         let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(LO));
         let over = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(HI));
         let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(LO)), _mm256_set1_ps(HI));
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
-        // ln 2 in two parts, so `n * ln2` is exact enough (Cody-Waite).
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut y = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+        let mut y = _mm256_set1_ps(P0);
+        for c in P {
             y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
         }
         y = _mm256_fmadd_ps(
@@ -365,22 +382,21 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::avx2;
+    use super::exp_consts::*;
 
     /// [`avx2::exp8`] on sixteen lanes.
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn exp16(x: __m512) -> __m512 {
-        const HI: f32 = 88.376_26;
-        const LO: f32 = -87.336_55;
         let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(LO));
         let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_set1_ps(HI));
         let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LO)), _mm512_set1_ps(HI));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut y = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut y = _mm512_set1_ps(P0);
+        for c in P {
             y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
         }
         y = _mm512_fmadd_ps(
@@ -396,11 +412,17 @@ mod avx512 {
         _mm512_mask_blend_ps(over, y, _mm512_set1_ps(f32::INFINITY))
     }
 
+    /// The low and high eight lanes of `v`.
+    #[target_feature(enable = "avx512f")]
+    fn halves(v: __m512) -> (__m256, __m256) {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        (_mm512_castps512_ps256(v), hi)
+    }
+
     /// `acc + low half + high half`, in that order.
     #[target_feature(enable = "avx512f,avx2")]
     fn add_halves(acc: __m256, v: __m512) -> __m256 {
-        let lo = _mm512_castps512_ps256(v);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let (lo, hi) = halves(v);
         _mm256_add_ps(_mm256_add_ps(acc, lo), hi)
     }
 
@@ -444,8 +466,8 @@ mod avx512 {
             // leaves `m` as it was.
             m = _mm512_max_ps(unsafe { _mm512_loadu_ps(c.as_ptr()) }, m);
         }
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(m)));
-        avx2::max_onto(_mm256_max_ps(hi, _mm512_castps512_ps256(m)), rest)
+        let (lo, hi) = halves(m);
+        avx2::max_onto(_mm256_max_ps(hi, lo), rest)
     }
 }
 
