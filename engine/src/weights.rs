@@ -280,6 +280,14 @@ impl Linear {
         }
     }
 
+    /// Keeps the weight's blocks also as AMX tiles ([`QMatrix::keep_tiles`]),
+    /// for a layer that takes many rows at once (the LM head).
+    pub fn keep_tiles(&self) {
+        if let LinearWeight::Quant(q) = &self.weight {
+            q.keep_tiles();
+        }
+    }
+
     /// Whether the weight is kept in quantized blocks.
     pub fn is_quantized(&self) -> bool {
         !matches!(self.weight, LinearWeight::Dense(_))

@@ -19,18 +19,20 @@
 //! `tdpbsud` takes about 17 cycles whether a row holds 32 or 64 bytes, an
 //! 8-row one about 10, and storing a 16-row sum tile about 17; while the tile
 //! unit works, 512-bit float instructions issue about one a cycle, not two.
-//! So the scaling (four instructions a row and block) is most of the time; a
+//! So the scaling (four instructions a row and block) is much of the time; a
 //! product's rows are split evenly between its tiles (24 rows: two of 12, not
 //! 16 and 8), and four sum tiles take blocks in turn so that three products
-//! run ahead of the scaling.
+//! run ahead of the scaling, over all of a row's blocks without a break.
 //!
-//! The weights stay in the interleaved layout: record `c`'s 32-byte vector of a
-//! group is, byte for byte, row `c` of the VNNI-ordered right-hand tile for
-//! its eight rows (Q4_1: its low nibbles row `c`, its high nibbles row
-//! `4 + c`), so two groups side by side make one 16-output tile, staged
-//! block by block. (Q8_0 tiles could be read in place, one group's eight
-//! outputs a tile, two products a block: a decode step of 12-24 sequences
-//! ran 2-5% slower than with the copy.)
+//! The weights: record `c`'s 32-byte vector of a group is, byte for byte, row
+//! `c` of the VNNI-ordered right-hand tile for its eight rows (Q4_1: its low
+//! nibbles row `c`, its high nibbles row `4 + c`), so two groups side by side
+//! make one 16-output tile ([`PairBlock`]). A product stages a group pair's
+//! blocks so before its row tiles run over them, or, for a Q8_0 matrix that
+//! keeps a tile copy ([`tile_copy`], the LM head), reads them in place.
+//! Staging is the rest of the time: a Q4_1 tile copy (every nibble a byte)
+//! spared it but read 1.8 times the bytes, and a product of 12 rows from
+//! memory ran no faster.
 //!
 //! Rust has no stable AMX intrinsics; the tile instructions are inline
 //! assembly. Linux hands out the tile registers only on request
@@ -45,19 +47,23 @@ use std::sync::OnceLock;
 
 use super::kernels::prefetch_record;
 use super::{BlockQ81, GROUP, QFormat, QMatrix};
+use crate::hugemem::HugeBytes;
 
-/// Fewest activation rows a product of `format` takes AMX for; fewer go
+/// Fewest activation rows a product of `format` takes AMX for, its weights
+/// read from a tile copy (`copied`, [`tile_copy`]) or staged; fewer go
 /// through the VNNI kernels. Measured on a 2-core Sapphire Rapids-class VM:
-/// - Q8_0 (4096x576 and the 49152x576 LM head, one thread) ran even with
-///   the 512-bit VNNI kernels at 8 rows and 10-35% faster from 10, in cache
-///   or streamed.
+/// - Q8_0 staged (4096x576 and the 49152x576 LM head, one thread) ran even
+///   with the 512-bit VNNI kernels at 8 rows and 10-35% faster from 10, in
+///   cache or streamed; from the tile copy (the LM head, two threads), even
+///   at 6 rows and 12-20% faster at 8.
 /// - Q4_1: since the VNNI kernels take twelve rows a call, greedy decode of
 ///   20 and 24 sequences (10 and 12 rows a thread) ran 6% and 1.5% faster
 ///   with those rows on VNNI, and of 28 and 32 (14 and 16) about 5% faster
 ///   on AMX.
-pub(super) fn min_rows(format: QFormat) -> usize {
+pub(super) fn min_rows(format: QFormat, copied: bool) -> usize {
     match format {
         QFormat::Q4_1 => 13,
+        QFormat::Q8_0 if copied => 8,
         QFormat::Q8_0 => 10,
     }
 }
@@ -185,20 +191,25 @@ impl TileConfig {
     }
 }
 
-/// Blocks whose weights are staged at a time: their tiles (4 KiB) and the
-/// activations they meet (512 bytes a row) stay in L1 while every row tile
-/// passes over them.
-const CHUNK: usize = 8;
-
-/// Blocks in flight: block `j` of a chunk goes to sum tile `j % RING`, and the
-/// products run `RING - 1` blocks ahead of the scaling (with two in flight,
-/// the scaling waited on the tile unit).
+/// Blocks in flight: block `j` goes to sum tile `j % RING`, and the products
+/// run `RING - 1` blocks ahead of the scaling (with two in flight, the scaling
+/// waited on the tile unit).
 const RING: usize = 4;
 
-/// One block's weight tile: eight 64-byte rows.
+/// One block of a group pair as the tiles read it: the 512-byte weight tile
+/// (eight 64-byte rows, the VNNI-ordered right-hand operand of 16 outputs),
+/// then at [`SCALES_AT`] the 16 outputs' scales (f16, group `2p`'s eight then
+/// `2p + 1`'s) and at [`MINS_AT`] their Q4_1 minimums.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct WeightTile([u8; 512]);
+pub(super) struct PairBlock([u8; PAIR_BLOCK]);
+
+/// Bytes of a [`PairBlock`]: nine cache lines.
+const PAIR_BLOCK: usize = 576;
+/// Where a [`PairBlock`]'s scales start.
+const SCALES_AT: usize = 512;
+/// Where a [`PairBlock`]'s minimums start.
+const MINS_AT: usize = 544;
 
 /// One block's sums: up to 16x16 i32.
 #[repr(C, align(64))]
@@ -210,26 +221,59 @@ struct SumTile([i32; TILE * TILE]);
 #[derive(Clone, Copy)]
 struct Lanes<T>([T; TILE]);
 
-/// A thread's working space for one chunk of a group pair's blocks: the
-/// weight tiles, scales and minimums (f32); [`RING`] blocks' sums; and the running
-/// outputs of every row (at most [`super::STRIPE_ROWS`]) between chunks.
+/// A thread's working space: a group pair's blocks staged as tiles (where the
+/// matrix keeps no tile copy), [`RING`] blocks' sums, and the outputs of
+/// every row of the pass (at most [`super::STRIPE_ROWS`], plus padding).
 struct Scratch {
-    weights: [WeightTile; CHUNK],
-    d: [Lanes<f32>; CHUNK],
-    m: [Lanes<f32>; CHUNK],
+    staged: Vec<PairBlock>,
     sums: [SumTile; RING],
     acc: [Lanes<f32>; super::STRIPE_ROWS + PAD_ROWS],
 }
 
 thread_local! {
-    /// Each thread's AMX working space (boxed: about 14 KiB).
+    /// Each thread's AMX working space (boxed: the sums and outputs take
+    /// about 9 KiB, the staged blocks 576 bytes per block of a row).
     static SCRATCH: std::cell::RefCell<Box<Scratch>> = std::cell::RefCell::new(Box::new(Scratch {
-        weights: [WeightTile([0; 512]); CHUNK],
-        d: [Lanes([0.0; TILE]); CHUNK],
-        m: [Lanes([0.0; TILE]); CHUNK],
+        staged: Vec::new(),
         sums: [SumTile([0; TILE * TILE]); RING],
         acc: [Lanes([0.0; TILE]); super::STRIPE_ROWS + PAD_ROWS],
     }));
+}
+
+/// Whether a matrix keeps a tile copy ([`tile_copy`]): Q8_0 only, as its
+/// tiles are its bytes rearranged (a Q4_1 copy would widen every nibble to a
+/// byte, 1.8 times the memory).
+pub(super) fn copies(format: QFormat) -> bool {
+    format == QFormat::Q8_0 && available()
+}
+
+/// A Q8_0 matrix's blocks as [`PairBlock`]s, group pair after group pair
+/// (a lone last group paired with itself), each pair's blocks in order: the
+/// tiles then read the weights in place, with no staging in the product.
+/// About 6% more bytes than the matrix. For the LM head, the product of every
+/// row of a decode step: at 24 rows it spent a third of its time staging.
+pub(super) fn tile_copy(mat: &QMatrix) -> HugeBytes {
+    assert_eq!(
+        mat.format,
+        QFormat::Q8_0,
+        "tile copies are of Q8_0 matrices"
+    );
+
+    let nb = mat.cols / super::QK;
+    let groups = mat.rows.div_ceil(GROUP);
+    let pairs = groups.div_ceil(2);
+    HugeBytes::build(pairs * nb * PAIR_BLOCK, |out| {
+        // SAFETY: `available()` held (AVX-512 and F16C); every pair's `nb`
+        // blocks fit in its slice of `out`.
+        for (p, dst) in out.chunks_exact_mut(nb * PAIR_BLOCK).enumerate() {
+            let (g0, g1) = (2 * p, (2 * p + 1).min(groups - 1));
+            let mut blocks = vec![PairBlock([0; PAIR_BLOCK]); nb];
+            unsafe { stage::<false>(mat.group(g0), mat.group(g1), &mut blocks) };
+            for (b, block) in blocks.iter().enumerate() {
+                dst[b * PAIR_BLOCK..][..PAIR_BLOCK].copy_from_slice(&block.0);
+            }
+        }
+    })
 }
 
 /// Features `features` (whole groups) of the activation rows `rows` (at most
@@ -246,58 +290,91 @@ pub(super) fn fill_tile(
     let m = rows.len();
     assert!(m <= super::STRIPE_ROWS, "{m} rows in one AMX pass");
     let width = features.len();
+    let nb = acts.nb;
     let groups = features.start / GROUP..features.end.div_ceil(GROUP);
+    let all_groups = mat.rows.div_ceil(GROUP);
+    assert!(
+        groups.start.is_multiple_of(2),
+        "features start at a group pair"
+    );
     // Rows per tile: the rows split evenly between the fewest tiles, rounded
     // up to an even count (fewer kernels to build); the rest read padding rows.
     let tiles = m.div_ceil(TILE);
     let per_tile = m.div_ceil(tiles).next_multiple_of(2);
     assert!(
-        (rows.start + tiles * per_tile) * acts.nb <= acts.blocks.len(),
+        (rows.start + tiles * per_tile) * nb <= acts.blocks.len(),
         "{tiles} tiles of {per_tile} rows from row {} read past the padding",
         rows.start
     );
     let config = TileConfig::new(per_tile as u8);
     let q4 = mat.format == QFormat::Q4_1;
+    let copy = mat.tiles.get().map(|t| &t[..]);
+    if let Some(copy) = copy {
+        assert_eq!(copy.len(), all_groups.div_ceil(2) * nb * PAIR_BLOCK);
+    }
     SCRATCH.with_borrow_mut(|scratch| {
+        let Scratch { staged, sums, acc } = &mut **scratch;
+        if copy.is_none() && staged.len() < nb {
+            staged.resize(nb, PairBlock([0; PAIR_BLOCK]));
+        }
         // SAFETY: `available()` held before this path was taken (AMX granted,
         // AVX-512 present); the configuration is this thread's until released.
         unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
         for g in groups.clone().step_by(2) {
             // Two groups make a tile; a lone last group is paired with itself.
-            let g1 = if g + 1 < groups.end { g + 1 } else { g };
-            let (w0, w1) = (mat.group(g), mat.group(g1));
-            for first in (0..acts.nb).step_by(CHUNK) {
-                let blocks = first..(first + CHUNK).min(acts.nb);
-                // SAFETY: as above; the chunk's records lie inside both groups,
-                // and every tile's rows inside `acts` (padded past the last).
-                unsafe {
-                    if q4 {
-                        stage_weights::<true>(w0, w1, blocks.clone(), scratch);
-                    } else {
-                        stage_weights::<false>(w0, w1, blocks.clone(), scratch);
-                    }
-                    for t in 0..tiles {
-                        let t0 = rows.start + t * per_tile;
-                        let acc = t * per_tile;
-                        macro_rules! by_rows {
-                            ($($mt:literal)*) => {
-                                match per_tile {
-                                    $($mt => if q4 {
-                                        pair_tile::<$mt, true>(acts, t0, blocks.clone(), scratch, acc)
-                                    } else {
-                                        pair_tile::<$mt, false>(acts, t0, blocks.clone(), scratch, acc)
-                                    },)*
-                                    _ => unreachable!("{per_tile} rows a tile"),
-                                }
-                            };
-                        }
-                        by_rows!(2 4 6 8 10 12 14 16);
-                    }
+            let g1 = (g + 1).min(all_groups - 1);
+            let (weights, ahead) = match copy {
+                Some(copy) => {
+                    let at = g / 2 * nb * PAIR_BLOCK;
+                    // SAFETY: pair `g / 2` lies in the copy (checked above).
+                    let w = unsafe { copy.as_ptr().add(at) } as *const PairBlock;
+                    // The blocks two pairs on, fetched into L2 while this one
+                    // runs (none past the copy's end): a 24-row LM head ran
+                    // 5-10% faster than with the next pair's fetched into L1,
+                    // and 1.5-2 times as fast as with neither.
+                    let next =
+                        (at + 3 * nb * PAIR_BLOCK <= copy.len()).then(|| w.wrapping_add(2 * nb));
+                    (w, next)
                 }
+                None => {
+                    // SAFETY: as above (AVX-512, F16C); `staged` holds `nb`
+                    // blocks.
+                    unsafe {
+                        if q4 {
+                            stage::<true>(mat.group(g), mat.group(g1), &mut staged[..nb]);
+                        } else {
+                            stage::<false>(mat.group(g), mat.group(g1), &mut staged[..nb]);
+                        }
+                    }
+                    (staged.as_ptr(), None)
+                }
+            };
+            for t in 0..tiles {
+                let t0 = rows.start + t * per_tile;
+                // Only the first row tile fetches ahead: the others find the
+                // pair's blocks in cache.
+                let ahead = if t == 0 { ahead } else { None };
+                let out = acc[t * per_tile..].as_mut_ptr();
+                macro_rules! by_rows {
+                    ($($mt:literal)*) => {
+                        match per_tile {
+                            $($mt => if q4 {
+                                pair_rows::<$mt, true>(acts, t0, weights, ahead, sums, out)
+                            } else {
+                                pair_rows::<$mt, false>(acts, t0, weights, ahead, sums, out)
+                            },)*
+                            _ => unreachable!("{per_tile} rows a tile"),
+                        }
+                    };
+                }
+                // SAFETY: AMX configured for `per_tile` rows; the tile's rows
+                // lie inside `acts` (padded past the last), `weights` holds the
+                // pair's `nb` blocks, `out` `per_tile` lanes of `acc`.
+                unsafe { by_rows!(2 4 6 8 10 12 14 16) };
             }
             let col = g * GROUP - features.start;
             let n = (width - col).min(if g1 > g { TILE } else { GROUP });
-            for (t, o) in scratch.acc[..m].iter().enumerate() {
+            for (t, o) in acc[..m].iter().enumerate() {
                 tile[t * width + col..][..n].copy_from_slice(&o.0[..n]);
             }
         }
@@ -313,13 +390,13 @@ pub(super) fn fill_tile(
 ///
 /// # Safety
 /// AMX configured by [`fill_tile`]; the tile's rows from `t0` and block `b`
-/// lie inside `acts`.
+/// lie inside `acts`; `w` is a readable block.
 #[inline(always)]
 unsafe fn product<const SET: usize, const Q4: bool>(
     acts: &Activations,
     t0: usize,
     b: usize,
-    w: *const WeightTile,
+    w: *const PairBlock,
     sums: *mut SumTile,
 ) {
     let stride = acts.nb * std::mem::size_of::<BlockQ81>();
@@ -356,28 +433,28 @@ unsafe fn product<const SET: usize, const Q4: bool>(
     }
 }
 
-/// Adds a block's sums (at `sums`; block `b` of the activations, `k` of the
-/// staged chunk) to the `MT` rows' accumulators: `fma(d_w * d_x, sum, acc)`
-/// and, with `Q4` (Q4_1), `fma(m_w, s_x, acc)`, the other kernels' arithmetic.
+/// Adds block `b`'s sums (at `sums`; the weights' scales and minimums in `w`)
+/// to the `MT` rows' accumulators: `fma(d_w * d_x, sum, acc)` and, with `Q4`
+/// (Q4_1), `fma(m_w, s_x, acc)`, the other kernels' arithmetic.
 ///
 /// # Safety
-/// AVX-512F; rows `t0..t0 + MT` and block `b` lie inside `acts`, `k` inside
-/// the chunk.
+/// AVX-512F and F16C; rows `t0..t0 + MT` and block `b` lie inside `acts`;
+/// `w` is a readable block.
 #[inline(always)]
 unsafe fn scale_block<const MT: usize, const Q4: bool>(
     acts: &Activations,
     t0: usize,
     b: usize,
-    k: usize,
-    scratch: &Scratch,
+    w: *const PairBlock,
     sums: *const SumTile,
     acc: &mut [__m512; MT],
 ) {
     let nb = acts.nb;
     // SAFETY: forwarded to the caller.
     unsafe {
-        let d = _mm512_load_ps(scratch.d[k].0.as_ptr());
-        let m = _mm512_load_ps(scratch.m[k].0.as_ptr());
+        let w = (*w).0.as_ptr();
+        let d = _mm512_cvtph_ps(_mm256_load_si256(w.add(SCALES_AT) as *const _));
+        let m = _mm512_cvtph_ps(_mm256_load_si256(w.add(MINS_AT) as *const _));
         let sums = (*sums).0.as_ptr();
         let x = acts.at(t0, b);
         for (t, a) in acc.iter_mut().enumerate() {
@@ -392,85 +469,73 @@ unsafe fn scale_block<const MT: usize, const Q4: bool>(
     }
 }
 
-/// Adds the staged chunk's blocks `blocks` to the running outputs of the `MT`
-/// activation rows from `t0` (`scratch.acc` from `acc`): each block's product
-/// on the tiles, its sums stored to one of [`RING`] small buffers that stay in
-/// L1, and scaled into accumulators held in registers while the next blocks'
-/// products run. The outputs start from zero at the matrix's first block.
+/// The 16 outputs of a group pair for the `MT` activation rows from `t0`,
+/// into `out[..MT]`: every block's product on the tiles, its sums stored to
+/// one of [`RING`] small buffers that stay in L1 and scaled into accumulators
+/// held in registers while the next blocks' products run, block after block
+/// from the first, as the other kernels add them. `ahead`, where given, is
+/// a later pair's blocks, fetched into L2 a block at a time.
 ///
 /// # Safety
-/// AMX configured by [`fill_tile`] for `MT` rows a tile; AVX-512 (F, BW, VL);
-/// the rows from `t0` and `blocks` lie inside `acts`, whose chunk is staged.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn pair_tile<const MT: usize, const Q4: bool>(
+/// AMX configured by [`fill_tile`] for `MT` rows a tile; AVX-512 (F, BW, VL)
+/// and F16C; the rows from `t0` lie inside `acts`; `w` holds `acts.nb`
+/// blocks; `out` has room for `MT` lanes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
+unsafe fn pair_rows<const MT: usize, const Q4: bool>(
     acts: &Activations,
     t0: usize,
-    blocks: Range<usize>,
-    scratch: &mut Scratch,
-    acc_at: usize,
+    w: *const PairBlock,
+    ahead: Option<*const PairBlock>,
+    sums: &mut [SumTile; RING],
+    out: *mut Lanes<f32>,
 ) {
-    let first = blocks.start;
-    let n = blocks.len();
-    let sums = scratch.sums.as_mut_ptr();
-    let weights = scratch.weights.as_ptr();
+    let nb = acts.nb;
+    let sums = sums.as_mut_ptr();
     let mut acc = [_mm512_setzero_ps(); MT];
-    // SAFETY: the caller's contract; `sums` holds `RING` tiles, `weights` the
-    // chunk, and `scratch.acc` every row of the pass plus padding.
+    // SAFETY: the caller's contract; `sums` holds `RING` tiles.
     unsafe {
-        let saved = scratch.acc.as_mut_ptr().add(acc_at);
-        if first > 0 {
-            for (t, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_load_ps((*saved.add(t)).0.as_ptr());
-            }
-        }
-        let scratch = &*scratch;
+        // Block `b` goes to sum tile `b % RING`; the loop steps `RING` blocks
+        // at a time so that every product names its tiles (no jump table).
+        const _: () = assert!(RING == 4);
         macro_rules! issue {
-            ($j:expr) => {{
-                let j = $j;
-                let (b, w, c) = (first + j, weights.add(j), sums.add(j % RING));
-                match j % RING {
-                    0 => product::<0, Q4>(acts, t0, b, w, c),
-                    1 => product::<1, Q4>(acts, t0, b, w, c),
-                    2 => product::<2, Q4>(acts, t0, b, w, c),
-                    _ => product::<3, Q4>(acts, t0, b, w, c),
-                }
+            ($set:literal, $b:expr) => {{
+                let b = $b;
+                product::<$set, Q4>(acts, t0, b, w.add(b), sums.add($set))
             }};
         }
-        for j in 0..(RING - 1).min(n) {
-            issue!(j);
+        if nb > 0 {
+            issue!(0, 0);
         }
-        for k in 0..n {
-            if k + RING - 1 < n {
-                issue!(k + RING - 1);
+        if nb > 1 {
+            issue!(1, 1);
+        }
+        if nb > 2 {
+            issue!(2, 2);
+        }
+        for first in (0..nb).step_by(RING) {
+            macro_rules! step {
+                ($j:literal, $ahead:literal) => {{
+                    let b = first + $j;
+                    if b < nb {
+                        if b + RING - 1 < nb {
+                            issue!($ahead, b + RING - 1);
+                        }
+                        if let Some(next) = ahead {
+                            prefetch_record::<false>(next.add(b) as *const u8, PAIR_BLOCK);
+                        }
+                        scale_block::<MT, Q4>(acts, t0, b, w.add(b), sums.add($j), &mut acc);
+                    }
+                }};
             }
-            scale_block::<MT, Q4>(
-                acts,
-                t0,
-                first + k,
-                k,
-                scratch,
-                sums.add(k % RING),
-                &mut acc,
-            );
+            step!(0, 3);
+            step!(1, 0);
+            step!(2, 1);
+            step!(3, 2);
         }
         for (t, a) in acc.into_iter().enumerate() {
-            _mm512_store_ps((*saved.add(t)).0.as_mut_ptr(), a);
+            _mm512_store_ps((*out.add(t)).0.as_mut_ptr(), a);
         }
     }
-}
-
-/// Sixteen f16 values, eight at `p0` and eight at `p1`, as f32 lanes.
-#[inline(always)]
-unsafe fn f16x16(p0: *const u8, p1: *const u8) -> Lanes<f32> {
-    let mut out = Lanes([0f32; TILE]);
-    // SAFETY: 16 readable bytes at each (the caller's records).
-    unsafe {
-        let lo = _mm_loadu_si128(p0 as *const __m128i);
-        let hi = _mm_loadu_si128(p1 as *const __m128i);
-        let v = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
-        _mm512_store_ps(out.0.as_mut_ptr(), v);
-    }
-    out
 }
 
 /// The 32-byte vectors `c` of two groups' records side by side.
@@ -484,24 +549,31 @@ unsafe fn pair(p0: *const u8, p1: *const u8) -> __m512i {
     }
 }
 
-/// The weight tiles, scales and (Q4_1) minimums of the blocks `blocks` of
-/// the groups `w0` and `w1` (group `w0`'s eight outputs then `w1`'s) into
-/// the chunk's slots. Q4_1 (`Q4`): tile row `c` the low nibbles of vector
-/// `c`, row `4 + c` the high ones; Q8_0: the vectors as they are.
+/// Sixteen bytes at `p0` and sixteen at `p1` side by side (the two groups'
+/// eight f16 scales or minimums).
+#[inline(always)]
+unsafe fn halves(p0: *const u8, p1: *const u8) -> __m256i {
+    // SAFETY: 16 readable bytes at each (the caller's records).
+    unsafe {
+        let lo = _mm_loadu_si128(p0 as *const __m128i);
+        let hi = _mm_loadu_si128(p1 as *const __m128i);
+        _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1)
+    }
+}
+
+/// The groups `w0` and `w1`'s first `out.len()` blocks as [`PairBlock`]s
+/// (group `w0`'s eight outputs then `w1`'s). Q4_1 (`Q4`): tile row `c` the
+/// low nibbles of vector `c`, row `4 + c` the high ones; Q8_0: the vectors as
+/// they are.
 ///
 /// # Safety
-/// AVX-512 (F, BW) and F16C; `blocks` lie inside both groups and number at
-/// most [`CHUNK`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn stage_weights<const Q4: bool>(
-    w0: &[u8],
-    w1: &[u8],
-    blocks: Range<usize>,
-    scratch: &mut Scratch,
-) {
+/// AVX-512 (F, BW); both groups hold `out.len()` records.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn stage<const Q4: bool>(w0: &[u8], w1: &[u8], out: &mut [PairBlock]) {
     let rec = if Q4 { QFormat::Q4_1 } else { QFormat::Q8_0 }.group_bytes();
+    debug_assert!(w0.len() >= out.len() * rec && w1.len() >= out.len() * rec);
     let low = _mm512_set1_epi8(0x0F);
-    for (k, b) in blocks.enumerate() {
+    for (b, block) in out.iter_mut().enumerate() {
         // SAFETY: record `b` lies inside both groups (the caller's contract).
         let (p0, p1) = unsafe { (w0.as_ptr().add(b * rec), w1.as_ptr().add(b * rec)) };
         // The same record of the next pair, as the 512-bit VNNI kernels ask:
@@ -510,10 +582,10 @@ unsafe fn stage_weights<const Q4: bool>(
         let ahead = 2 * w0.len();
         prefetch_record::<true>(p0.wrapping_add(ahead), rec);
         prefetch_record::<true>(p1.wrapping_add(ahead), rec);
-        // SAFETY: each record is `rec` bytes; slot `k` lies in the chunk.
+        // SAFETY: each record is `rec` bytes; the block is 576.
         unsafe {
-            let tile = scratch.weights[k].0.as_mut_ptr();
-            let row = |r: usize, v: __m512i| _mm512_store_si512(tile.add(64 * r) as *mut _, v);
+            let dst = block.0.as_mut_ptr();
+            let row = |r: usize, v: __m512i| _mm512_store_si512(dst.add(64 * r) as *mut _, v);
             if Q4 {
                 for c in 0..4 {
                     let v = pair(p0.add(32 + 32 * c), p1.add(32 + 32 * c));
@@ -525,9 +597,9 @@ unsafe fn stage_weights<const Q4: bool>(
                     row(c, pair(p0.add(16 + 32 * c), p1.add(16 + 32 * c)));
                 }
             }
-            scratch.d[k] = f16x16(p0, p1);
+            _mm256_store_si256(dst.add(SCALES_AT) as *mut _, halves(p0, p1));
             if Q4 {
-                scratch.m[k] = f16x16(p0.add(16), p1.add(16));
+                _mm256_store_si256(dst.add(MINS_AT) as *mut _, halves(p0.add(16), p1.add(16)));
             }
         }
     }

@@ -338,6 +338,9 @@ impl Llama {
         } else {
             Linear::tied(&embed)
         };
+        // Every row of a decode step goes through the head at once (see
+        // `Llama::decode_rows`).
+        lm_head.keep_tiles();
         Ok(Self {
             cfg: cfg.clone(),
             embed,
