@@ -308,13 +308,21 @@ fn the_kinds_of_a_question_keep_one_copy_of_it_and_a_repeated_prompt_runs_one_to
                 "{name}: {three} bytes kept against {one} for one"
             );
         }
-        // The same prompts again (the same questions asked twice): each runs
-        // only its last token, and generates what it generated alone.
+        // The same prompts again, twice over and arriving together (the same
+        // questions asked by several users): each runs only its last token,
+        // the six in one wave split over the threads like a decode step, and
+        // generates what it generated alone.
         let reused = batch.reused_prefix_tokens();
-        for p in &prompts {
-            ids.push(batch.add(p, &params(0)).unwrap());
+        let params0 = params(0);
+        let again: Vec<(&[u32], &GenerateParams)> = prompts
+            .iter()
+            .chain(&prompts)
+            .map(|p| (p.as_slice(), &params0))
+            .collect();
+        for id in batch.add_many(&again) {
+            ids.push(id.unwrap());
         }
-        let lens: usize = prompts.iter().map(|p| p.len() - 1).sum();
+        let lens: usize = 2 * prompts.iter().map(|p| p.len() - 1).sum::<usize>();
         assert_eq!(batch.reused_prefix_tokens() - reused, lens, "{name}");
         assert_eq!(
             batch.prefix_store_bytes(),

@@ -395,6 +395,13 @@ impl CausalLm for Llama {
     }
 
     fn prefill(&self, runs: &[&[u32]], caches: &mut [&mut Cache]) -> Result<Vec<f32>> {
+        // A wave of single tokens (prompts whose every earlier token was
+        // cached) is a decode step: split by sequences over the threads, as
+        // `decode_step` runs it. A server admitting 23 such prompts at once
+        // took 16-18 ms rather than 26-30.
+        if runs.iter().all(|r| r.len() == 1) {
+            return crate::threads::install_hot(|| self.decode_rows(runs, caches));
+        }
         crate::threads::install(|| self.extend_rows(runs, caches))
     }
 
