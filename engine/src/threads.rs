@@ -101,7 +101,8 @@ thread_local! {
 /// `[m, rows]` outputs (row-major) of a matrix product with `m` input rows and
 /// `rows` output features, computed on the calling pool in stripes of `stripe`
 /// features. `fill(features, out)` computes a range of features for every input
-/// row and writes each of them once with [`Stripe::set`] (or [`Stripe::set_run`]). A
+/// row and writes each of them once with [`Stripe::set`] (or a run of them with
+/// [`Stripe::set_run`] or [`Stripe::set_array`]). A
 /// stripe owns its features for every input row, so each weight row is read
 /// from memory once per call whatever `m` is, and results land in place (no
 /// transpose, no second buffer). The buffer is not zeroed first (for a
@@ -225,6 +226,28 @@ impl Stripe<'_> {
         self.written += 1;
     }
 
+    /// Sets features `r..r + N` of input row `i`, as [`Stripe::set_run`]
+    /// does, for a kernel's fixed-size run of outputs: where the run lies in
+    /// one part (always, for parts whose widths are multiples of `N`), one
+    /// bounds check and a store of `N` values, not a `memcpy` call.
+    #[inline(always)]
+    pub fn set_array<const N: usize>(&mut self, i: usize, r: usize, values: &[f32; N]) {
+        let (part, c) = self.locate(r);
+        if i < self.m
+            && r >= self.features.start
+            && r + N <= self.features.end
+            && c + N <= part.width
+        {
+            // SAFETY: in bounds (checked above) of the part's `m * width`
+            // buffer, and no other task writes these features (the stripes
+            // are disjoint).
+            unsafe { (part.ptr.add(i * part.width + c) as *mut [f32; N]).write_unaligned(*values) };
+            self.written += N;
+        } else {
+            self.set_run(i, r, values);
+        }
+    }
+
     /// Sets features `r..r + values.len()` (inside this stripe's range) of input
     /// row `i`: one bounds check and one copy per part the run touches.
     #[inline]
@@ -309,7 +332,9 @@ mod tests {
 
     #[test]
     fn parts_get_their_features_whatever_the_runs() {
-        // Widths that runs of eight straddle, set by runs and singles.
+        // Widths that runs of eight straddle, set by runs (slices, and arrays
+        // on row 1: those inside a part stored whole, the others split) and
+        // singles.
         let widths = [5, 12, 3, 20];
         let rows: usize = widths.iter().sum();
         let value = |i: usize, r: usize| (i * 1000 + r) as f32;
@@ -318,7 +343,12 @@ mod tests {
                 for i in 0..2 {
                     let mut r = features.start;
                     while r + 8 <= features.end {
-                        dst.set_run(i, r, &std::array::from_fn::<_, 8, _>(|k| value(i, r + k)));
+                        let run = std::array::from_fn::<_, 8, _>(|k| value(i, r + k));
+                        if i == 1 {
+                            dst.set_array(i, r, &run);
+                        } else {
+                            dst.set_run(i, r, &run);
+                        }
                         r += 8;
                     }
                     if r + 2 <= features.end {

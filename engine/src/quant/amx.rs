@@ -277,19 +277,17 @@ pub(super) fn tile_copy(mat: &QMatrix) -> HugeBytes {
 }
 
 /// Features `features` (whole groups) of the activation rows `rows` (at most
-/// [`super::STRIPE_ROWS`]) of `acts` into `tile` (row-major,
-/// `features.len()` values a row), as `QMatrix::fill_tile` does with the VNNI
-/// kernels.
+/// [`super::STRIPE_ROWS`]) of `acts` into `dst`, as `QMatrix::fill_tile` does
+/// with the VNNI kernels.
 pub(super) fn fill_tile(
     mat: &QMatrix,
     acts: &Activations,
-    tile: &mut [f32],
+    dst: &mut crate::threads::Stripe<'_>,
     rows: Range<usize>,
     features: Range<usize>,
 ) {
     let m = rows.len();
     assert!(m <= super::STRIPE_ROWS, "{m} rows in one AMX pass");
-    let width = features.len();
     let nb = acts.nb;
     let groups = features.start / GROUP..features.end.div_ceil(GROUP);
     let all_groups = mat.rows.div_ceil(GROUP);
@@ -372,10 +370,16 @@ pub(super) fn fill_tile(
                 // pair's `nb` blocks, `out` `per_tile` lanes of `acc`.
                 unsafe { by_rows!(2 4 6 8 10 12 14 16) };
             }
-            let col = g * GROUP - features.start;
-            let n = (width - col).min(if g1 > g { TILE } else { GROUP });
+            // A lone last group's outputs are its eight lanes; features past
+            // the matrix's last row are not stored.
+            let r = g * GROUP;
+            let n = (features.end - r).min(if g1 > g { TILE } else { GROUP });
             for (t, o) in acc[..m].iter().enumerate() {
-                tile[t * width + col..][..n].copy_from_slice(&o.0[..n]);
+                if n == TILE {
+                    dst.set_array(rows.start + t, r, &o.0);
+                } else {
+                    dst.set_run(rows.start + t, r, &o.0[..n]);
+                }
             }
         }
         // SAFETY: gives the tile state back (cheaper context switches).

@@ -356,9 +356,10 @@ impl QMatrix {
         if amx {
             let acts = amx::Activations::new(xq, nb);
             let out = crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
-                self.fill_stripe(m, features, dst, |tile, rows, features| {
-                    amx::fill_tile(self, &acts, tile, rows, features)
-                })
+                for first in (0..m).step_by(STRIPE_ROWS) {
+                    let chunk = first..(first + STRIPE_ROWS).min(m);
+                    amx::fill_tile(self, &acts, dst, chunk, features.clone());
+                }
             });
             keep_activations(buf);
             return out;
@@ -366,54 +367,27 @@ impl QMatrix {
         kernel.prepare(self.format, xq);
         let rows: Vec<&[BlockQ81]> = xq.chunks_exact(nb).collect();
         let out = crate::threads::par_features_parts(m, widths, stripe, |features, dst| {
-            self.fill_stripe(m, features, dst, |tile, chunk, features| {
-                self.fill_tile(kernel, tile, &rows[chunk], features)
-            })
+            for first in (0..m).step_by(STRIPE_ROWS) {
+                let chunk = first..(first + STRIPE_ROWS).min(m);
+                self.fill_tile(kernel, dst, first, &rows[chunk], features.clone());
+            }
         });
         keep_activations(buf);
         out
     }
 
-    /// One stripe of a product: `fill(tile, rows, features)` computes the
-    /// features of a chunk of activation rows into `tile`, and each row leaves
-    /// for the output as one run.
-    fn fill_stripe(
-        &self,
-        m: usize,
-        features: Range<usize>,
-        dst: &mut crate::threads::Stripe<'_>,
-        fill: impl Fn(&mut [f32], Range<usize>, Range<usize>),
-    ) {
-        let width = features.len();
-        STRIPE_TILE.with_borrow_mut(|tile| {
-            // The stripe's outputs gather here, row-major, and leave as one
-            // run per row: writing each kernel call's eight values straight
-            // into `[m, rows]` was a call and a cache line fetched per row
-            // and group (for the LM head of a 24-sequence step, 147k of them).
-            // Rows go in chunks so that a long prefill keeps the buffer small.
-            for first in (0..m).step_by(STRIPE_ROWS) {
-                let chunk = first..(first + STRIPE_ROWS).min(m);
-                let tile_len = chunk.len() * width;
-                if tile.len() < tile_len {
-                    tile.resize(tile_len, 0.0);
-                }
-                let tile = &mut tile[..tile_len];
-                fill(tile, chunk, features.clone());
-                for (i, row) in tile.chunks_exact(width).enumerate() {
-                    dst.set_run(first + i, features.start, row);
-                }
-            }
-        })
-    }
-
     /// Features `features` (whole row groups, or up to the last row) of the
-    /// activation rows `rows` into `tile`, row-major with `features.len()`
-    /// values per row. Two whole groups go through one call where the kernel
-    /// has a two-group body ([`Kernel::pairs`]).
+    /// activation rows `rows`, rows `first..` of the product, into `dst`.
+    /// Two whole groups go through one call where the kernel has a two-group
+    /// body ([`Kernel::pairs`]). Each call's outputs of a row go straight to
+    /// the output as one fixed-size store: gathering a stripe's outputs in a
+    /// buffer first and copying each row's run out cost a twentieth of a
+    /// 24-sequence decode step in copies.
     fn fill_tile(
         &self,
         kernel: Kernel,
-        tile: &mut [f32],
+        dst: &mut crate::threads::Stripe<'_>,
+        first: usize,
         rows: &[&[BlockQ81]],
         features: Range<usize>,
     ) {
@@ -438,13 +412,11 @@ impl QMatrix {
                             $($t => {
                                 let $xs: [_; $t] = std::array::from_fn(|k| rows[i + k]);
                                 for (k, out) in $dot.iter().enumerate() {
-                                    let at = (i + k) * width + col;
-                                    // A whole group's copy is a fixed size (a few
-                                    // moves, not a `memcpy` call).
+                                    let (row, r) = (first + i + k, features.start + col);
                                     if $n == out.len() {
-                                        tile[at..at + out.len()].copy_from_slice(out);
+                                        dst.set_array(row, r, out);
                                     } else {
-                                        tile[at..at + $n].copy_from_slice(&out[..$n]);
+                                        dst.set_run(row, r, &out[..$n]);
                                     }
                                 }
                             })*
@@ -491,10 +463,6 @@ thread_local! {
     /// next one (taken out while a product runs, so a product that starts
     /// while this thread waits inside another gets a buffer of its own).
     static ACTIVATIONS: std::cell::Cell<Vec<BlockQ81>> = const { std::cell::Cell::new(Vec::new()) };
-    /// Each pool thread's buffer for the outputs of the stripe it computes
-    /// (`m` rows by the stripe's features): it grows to the largest stripe and
-    /// stays, so a decode step allocates nothing per stripe.
-    static STRIPE_TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `x W^T` for a quantized `W` as a candle op (no gradient: quantized weights
