@@ -171,13 +171,18 @@ impl<'m> Batch<'m> {
     }
 
     /// Memory the caches kept for reuse hold: each one's own buffers, and
-    /// once each cache they start on that is no longer kept itself.
+    /// once each cache they start on (at any depth) that is no longer kept
+    /// itself.
     pub fn prefix_store_bytes(&self) -> usize {
         let stored = |c: &Arc<Cache>| self.prefixes.iter().any(|(_, s)| Arc::ptr_eq(s, c));
         let mut bases: Vec<&Arc<Cache>> = Vec::new();
-        for base in self.prefixes.iter().filter_map(|(_, c)| c.base()) {
-            if !stored(base) && !bases.iter().any(|b| Arc::ptr_eq(b, base)) {
-                bases.push(base);
+        for (_, cache) in &self.prefixes {
+            let mut at = cache.base();
+            while let Some(base) = at {
+                if !stored(base) && !bases.iter().any(|b| Arc::ptr_eq(b, base)) {
+                    bases.push(base);
+                }
+                at = base.base();
             }
         }
         self.prefixes.iter().map(|(_, c)| c.bytes()).sum::<usize>()
@@ -423,7 +428,7 @@ impl<'m> Batch<'m> {
         // Sequences on one shared prompt side by side: the step attends row
         // after row, so the rows after the first read that prompt's keys and
         // values from cache rather than memory.
-        going.sort_by_key(|s| s.cache.base().map_or(0, |b| Arc::as_ptr(b) as usize));
+        going.sort_by_key(|s| s.cache.root().map_or(0, |b| Arc::as_ptr(b) as usize));
         if !going.is_empty() {
             let tokens: Vec<u32> = going.iter().map(|s| *s.context.last().unwrap()).collect();
             let mut caches: Vec<&mut Cache> = going.iter_mut().map(|s| &mut s.cache).collect();

@@ -201,18 +201,45 @@ pub struct Cache {
 }
 
 /// The first `len` positions of a frozen cache that a [`Cache`] starts with.
-/// That cache is flat (it starts on none itself), so a cache is at most two
-/// runs: the shared one, then its own.
+/// That cache may itself start on another, down to [`MAX_DEPTH`] shared
+/// caches, so a cache is at most `MAX_DEPTH + 1` runs: the shared ones, oldest
+/// first, then its own.
 #[derive(Debug, Clone)]
 struct Shared {
     cache: Arc<Cache>,
     len: usize,
 }
 
+/// Most shared caches a cache starts on, one on the next. Two: a repeated
+/// prompt of a question's second kind starts on that prompt's stored cache,
+/// which starts on the question's; a third level is copied instead.
+const MAX_DEPTH: usize = 2;
+
+/// Most runs a [`LayerView`] holds: the shared caches', then the cache's own.
+pub(crate) const MAX_RUNS: usize = MAX_DEPTH + 1;
+
 /// Keys and values of one layer in their stored precision.
 pub(crate) enum KvSlices<'a> {
     F32 { k: &'a [f32], v: &'a [f32] },
     F16 { k: &'a [f16], v: &'a [f16] },
+}
+
+impl<'a> KvSlices<'a> {
+    /// The keys and values of an f32 cache.
+    pub fn f32s(&self) -> (&'a [f32], &'a [f32]) {
+        match *self {
+            Self::F32 { k, v } => (k, v),
+            Self::F16 { .. } => unreachable!("a cache and its shared prefix have one precision"),
+        }
+    }
+
+    /// The keys and values of an f16 cache.
+    pub fn f16s(&self) -> (&'a [f16], &'a [f16]) {
+        match *self {
+            Self::F16 { k, v } => (k, v),
+            Self::F32 { .. } => unreachable!("a cache and its shared prefix have one precision"),
+        }
+    }
 }
 
 /// Keys and values `[heads, capacity, dim]` of one layer of a single sequence,
@@ -224,16 +251,16 @@ pub(crate) struct KvRun<'a> {
 }
 
 /// One layer of a single-sequence cache, for a decode step: the shared
-/// prefix's positions (if any), then the cache's own.
+/// caches' positions (if any, oldest first), then the cache's own.
 pub(crate) struct LayerView<'a> {
-    pub prefix: Option<KvRun<'a>>,
+    pub prefix: [Option<KvRun<'a>>; MAX_DEPTH],
     pub own: KvRun<'a>,
 }
 
 impl LayerView<'_> {
     /// Positions in the view.
     pub fn len(&self) -> usize {
-        self.prefix.as_ref().map_or(0, |p| p.len) + self.own.len
+        self.prefix.iter().flatten().map(|p| p.len).sum::<usize>() + self.own.len
     }
 }
 
@@ -271,19 +298,20 @@ impl Layer {
         out
     }
 
-    /// This layer's first `n` positions followed by those of `own`.
-    fn joined(&self, n: usize, own: &Layer) -> Result<Layer> {
+    /// This layer's first `n` positions followed by the first `m` of `own`.
+    fn joined(&self, n: usize, own: &Layer, m: usize) -> Result<Layer> {
         let mut out = self.clone();
         out.len = n;
-        if own.len > 0 {
-            out.reserve(own.batch, own.heads, own.dim, own.len)?;
+        let m = m.min(own.len);
+        if m > 0 {
+            out.reserve(own.batch, own.heads, own.dim, m)?;
             let (d, cap) = (out.dim, out.capacity);
             for (dst, src) in [(&mut out.k, &own.k), (&mut out.v, &own.v)] {
                 for r in 0..own.batch * own.heads {
-                    dst.copy_from((r * cap + n) * d, src, r * own.capacity * d, own.len * d);
+                    dst.copy_from((r * cap + n) * d, src, r * own.capacity * d, m * d);
                 }
             }
-            out.len += own.len;
+            out.len += m;
         }
         Ok(out)
     }
@@ -305,21 +333,32 @@ impl Cache {
     }
 
     /// An empty cache of the same kind as `prefix` that starts with its first
-    /// `len` positions, shared rather than copied. Where `prefix` itself starts
-    /// on a shared cache and `len` reaches past it, the new cache shares that
-    /// one too and copies only `prefix`'s own positions up to `len` (a view
-    /// keeps two parts): the prompts of one question's three kinds, each
-    /// remembered on the question's cache, then all read one copy of it.
+    /// `len` positions, shared rather than copied. Within the cache `prefix`
+    /// itself starts on, it starts on that one instead. Past it, it starts on
+    /// `prefix` (positions read through both), unless that would make more
+    /// than [`MAX_DEPTH`] shared caches: then it starts on `prefix`'s and
+    /// copies `prefix`'s own positions up to `len`. The prompts of one
+    /// question's three kinds, each remembered on the question's cache, so
+    /// read one copy of it, and a prompt asked again runs on its stored cache
+    /// with nothing copied (23 repeated prompts admitted at once copied for
+    /// 4-9 ms, and each copy was copied again into larger buffers by its first
+    /// decode step).
     pub fn on_prefix(prefix: Arc<Cache>, len: usize) -> Result<Self> {
-        if let Some(s) = &prefix.shared {
-            let mut out = Self::on_prefix(Arc::clone(&s.cache), s.len.min(len))?;
-            if len > s.len {
-                let own = (len - s.len).min(prefix.layers.first().map_or(0, |l| l.len));
-                out.layers = prefix.layers.iter().map(|l| l.compacted(own)).collect();
-            }
-            return Ok(out);
-        }
         let len = len.min(prefix.len());
+        if let Some(s) = &prefix.shared {
+            if len <= s.len {
+                return Self::on_prefix(Arc::clone(&s.cache), len);
+            }
+            if prefix.depth() >= MAX_DEPTH {
+                let mut out = Self::on_prefix(Arc::clone(&s.cache), s.len)?;
+                out.layers = prefix
+                    .layers
+                    .iter()
+                    .map(|l| l.compacted(len - s.len))
+                    .collect();
+                return Ok(out);
+            }
+        }
         Ok(Self {
             layers: prefix
                 .layers
@@ -346,6 +385,27 @@ impl Cache {
         self.shared.as_ref().map(|s| &s.cache)
     }
 
+    /// The first frozen cache of the chain this one starts on (the one that
+    /// starts on none), if any: caches with the same root share its positions.
+    pub fn root(&self) -> Option<&Arc<Cache>> {
+        let mut root = self.base()?;
+        while let Some(next) = root.base() {
+            root = next;
+        }
+        Some(root)
+    }
+
+    /// Shared caches this one starts on, one on the next.
+    fn depth(&self) -> usize {
+        let mut depth = 0;
+        let mut at = self.base();
+        while let Some(c) = at {
+            depth += 1;
+            at = c.base();
+        }
+        depth
+    }
+
     /// Copies any shared prefix into this cache's own buffers.
     pub fn flatten(&mut self) -> Result<()> {
         let Some(s) = self.shared.take() else {
@@ -353,12 +413,27 @@ impl Cache {
         };
         self.layers = s
             .cache
-            .layers
+            .flat_layers(s.len)?
             .iter()
             .zip(&self.layers)
-            .map(|(p, own)| p.joined(s.len, own))
+            .map(|(p, own)| p.joined(s.len, own, own.len))
             .collect::<Result<_>>()?;
         Ok(())
+    }
+
+    /// The first `upto` positions of every layer, the shared caches' included,
+    /// in one buffer each.
+    fn flat_layers(&self, upto: usize) -> Result<Vec<Layer>> {
+        let Some(s) = &self.shared else {
+            return Ok(self.layers.clone());
+        };
+        let take = upto.min(s.len);
+        s.cache
+            .flat_layers(take)?
+            .iter()
+            .zip(&self.layers)
+            .map(|(p, own)| p.joined(take, own, upto - take))
+            .collect()
     }
 
     /// Positions taken from a shared prefix.
@@ -447,15 +522,33 @@ impl Cache {
         let l = &mut self.layers[layer];
         l.reserve(1, heads, k.len() / heads, 1)?;
         l.write(k, v, 1);
+        let mut prefix = [None, None];
+        if let Some(s) = &self.shared {
+            s.cache.runs(layer, s.len, &mut prefix);
+        }
         let l = &self.layers[layer];
         Ok(LayerView {
-            prefix: self
-                .shared
-                .as_ref()
-                .filter(|s| s.len > 0)
-                .map(|s| s.cache.layers[layer].run(s.len)),
+            prefix,
             own: l.run(l.len),
         })
+    }
+
+    /// Appends the runs of `layer`'s first `upto` positions (the shared
+    /// caches' first) to the empty slots of `out`.
+    fn runs<'a>(&'a self, layer: usize, upto: usize, out: &mut [Option<KvRun<'a>>]) {
+        let mut own = upto;
+        if let Some(s) = &self.shared {
+            let take = upto.min(s.len);
+            s.cache.runs(layer, take, out);
+            own -= take;
+        }
+        if own > 0 {
+            let slot = out
+                .iter_mut()
+                .find(|r| r.is_none())
+                .expect("a view holds every shared cache of the chain");
+            *slot = Some(self.layers[layer].run(own));
+        }
     }
 
     /// Bytes the cache's own buffers hold (allocated, not only written; a
@@ -549,6 +642,12 @@ mod tests {
         }
     }
 
+    /// The lengths of a view's runs, shared ones first.
+    fn lens(view: &LayerView<'_>) -> Vec<usize> {
+        let shared = view.prefix.iter().flatten().map(|p| p.len);
+        shared.chain([view.own.len]).collect()
+    }
+
     /// Every position of one layer's keys, `[heads, len, d]`, as f32.
     fn keys(cache: &Cache, layer: usize) -> Vec<f32> {
         let l = &cache.layers[layer];
@@ -570,10 +669,7 @@ mod tests {
         assert_eq!((shared.len(), shared.bytes()), (50, 0));
         push_range(&mut shared, 50, 80, 1000.0);
         let view = shared.push(1, 3, &[7.0; 12], &[7.0; 12]).unwrap();
-        assert_eq!(
-            (view.prefix.as_ref().map(|p| p.len), view.own.len),
-            (Some(50), 31)
-        );
+        assert_eq!(lens(&view), [50, 31]);
         assert_eq!(shared.len_of(1), 81);
         // The same positions written into one flat cache.
         let mut flat = Cache::with_precision(2, 1000, KvPrecision::F16);
@@ -594,19 +690,17 @@ mod tests {
         push_range(&mut want, 0, 40, 0.0);
         assert_eq!(keys(&short, 0), keys(&want, 0));
         // A prefix of a cache that is itself on a prefix: within the first
-        // part it shares the stored cache; past it, it shares the stored
-        // cache too and copies the positions after it, in buffers of their
-        // size.
+        // part it shares the stored cache; past it, it starts on that cache,
+        // its positions read through both and nothing copied.
         let inner = Cache::on_prefix(Arc::new(shared.clone()), 45).unwrap();
         assert!(Arc::ptr_eq(inner.base().unwrap(), &stored));
-        let mut outer = Cache::on_prefix(Arc::new(shared.compacted()), 60).unwrap();
-        assert!(Arc::ptr_eq(outer.base().unwrap(), &stored));
-        assert_eq!(
-            (outer.len(), outer.layers[1].len, outer.layers[1].capacity),
-            (60, 10, 10)
-        );
+        let middle = Arc::new(shared.compacted());
+        let mut outer = Cache::on_prefix(Arc::clone(&middle), 60).unwrap();
+        assert!(Arc::ptr_eq(outer.base().unwrap(), &middle));
+        assert!(Arc::ptr_eq(outer.root().unwrap(), &stored));
+        assert_eq!((outer.len(), outer.bytes()), (60, 0));
         let view = outer.push(1, 3, &[7.0; 12], &[7.0; 12]).unwrap();
-        assert_eq!((view.prefix.map(|p| p.len), view.own.len), (Some(50), 11));
+        assert_eq!(lens(&view), [50, 10, 1]);
         outer.truncate(60);
         let mut flat_outer = outer.clone();
         flat_outer.flatten().unwrap();
@@ -615,6 +709,21 @@ mod tests {
         push_range(&mut want, 50, 60, 1000.0);
         assert_eq!(keys(&flat_outer, 0), keys(&want, 0));
         assert_eq!(keys(&flat_outer, 1), keys(&want, 1));
+        // A third shared cache is one too many: a cache past `outer`'s
+        // shared positions starts on `middle` and copies `outer`'s own, in
+        // buffers of their size.
+        let mut third = outer.clone();
+        push_range(&mut third, 60, 66, 2000.0);
+        let mut deep = Cache::on_prefix(Arc::new(third.compacted()), 64).unwrap();
+        assert!(Arc::ptr_eq(deep.base().unwrap(), &middle));
+        assert_eq!(
+            (deep.len(), deep.layers[1].len, deep.layers[1].capacity),
+            (64, 4, 4)
+        );
+        deep.flatten().unwrap();
+        push_range(&mut want, 60, 64, 2000.0);
+        assert_eq!(keys(&deep, 0), keys(&want, 0));
+        assert_eq!(keys(&deep, 1), keys(&want, 1));
         outer.reset();
         assert!(outer.is_empty());
         // The tensor path copies the prefix in before appending.

@@ -16,7 +16,7 @@ use super::{Attention, Llama, Mlp, Rotary};
 use crate::attend::attend;
 use crate::config::RopeStyle;
 use crate::error::{EngineError, Result};
-use crate::kv_cache::{Cache, KvRun, KvSlices};
+use crate::kv_cache::{Cache, KvSlices, LayerView, MAX_RUNS};
 
 /// Below this many multiply-adds, attention runs on the calling thread: handing
 /// a short context to the pool costs more than it saves.
@@ -258,44 +258,15 @@ impl Attention {
                 view.len()
             );
             let q = &q[r * q_width + kv * group * d..][..group * d];
-            // Causal: the row sees its own position and those before it, in
-            // the shared prefix (if any) and then the cache's own positions.
-            let mut left = pos + 1;
-            let mut take = |run: &KvRun<'_>| {
-                let n = left.min(run.len);
-                left -= n;
-                (kv * run.capacity * d.., n * d)
-            };
-            let prefix = view.prefix.as_ref().map(&mut take);
-            let own = take(&view.own);
-            match (view.prefix.as_ref().map(|p| &p.kv), &view.own.kv) {
-                (None, KvSlices::F32 { k, v }) => {
-                    let (at, n) = own;
-                    let run = (&k[at.clone()][..n], &v[at][..n]);
-                    attend(q, d, &[run], scale, out, scratch)
+            match &view.own.kv {
+                KvSlices::F32 { .. } => {
+                    let (runs, n) = visible(view, kv, d, pos, KvSlices::f32s);
+                    attend(q, d, &runs[..n], scale, out, scratch)
                 }
-                (None, KvSlices::F16 { k, v }) => {
-                    let (at, n) = own;
-                    let run = (&k[at.clone()][..n], &v[at][..n]);
-                    attend(q, d, &[run], scale, out, scratch)
+                KvSlices::F16 { .. } => {
+                    let (runs, n) = visible(view, kv, d, pos, KvSlices::f16s);
+                    attend(q, d, &runs[..n], scale, out, scratch)
                 }
-                (Some(KvSlices::F32 { k: pk, v: pv }), KvSlices::F32 { k, v }) => {
-                    let ((pat, pn), (at, n)) = (prefix.expect("a prefix run"), own);
-                    let runs = [
-                        (&pk[pat.clone()][..pn], &pv[pat][..pn]),
-                        (&k[at.clone()][..n], &v[at][..n]),
-                    ];
-                    attend(q, d, &runs, scale, out, scratch)
-                }
-                (Some(KvSlices::F16 { k: pk, v: pv }), KvSlices::F16 { k, v }) => {
-                    let ((pat, pn), (at, n)) = (prefix.expect("a prefix run"), own);
-                    let runs = [
-                        (&pk[pat.clone()][..pn], &pv[pat][..pn]),
-                        (&k[at.clone()][..n], &v[at][..n]),
-                    ];
-                    attend(q, d, &runs, scale, out, scratch)
-                }
-                _ => unreachable!("a cache and its shared prefix have one precision"),
             }
         };
         let mut out = vec![0f32; n * q_width];
@@ -313,6 +284,34 @@ impl Attention {
         drop(views);
         self.o.forward_rows(&out, n)
     }
+}
+
+/// One run's keys and values.
+type KeysValues<'a, E> = (&'a [E], &'a [E]);
+
+/// The keys and values of head `kv` that a row at position `pos` of `view`
+/// attends to (causal: its own position and those before it), run by run: the
+/// shared caches' (if any), then the cache's own; `slices` takes a run's
+/// buffers in their precision. Returns the runs and how many there are.
+fn visible<'a, E>(
+    view: &LayerView<'a>,
+    kv: usize,
+    d: usize,
+    pos: usize,
+    slices: impl Fn(&KvSlices<'a>) -> KeysValues<'a, E>,
+) -> ([KeysValues<'a, E>; MAX_RUNS], usize) {
+    let mut runs: [KeysValues<'a, E>; MAX_RUNS] = [(&[], &[]); MAX_RUNS];
+    let mut left = pos + 1;
+    let mut n = 0;
+    for run in view.prefix.iter().flatten().chain([&view.own]) {
+        let take = left.min(run.len);
+        left -= take;
+        let (k, v) = slices(&run.kv);
+        let at = kv * run.capacity * d;
+        runs[n] = (&k[at..][..take * d], &v[at..][..take * d]);
+        n += 1;
+    }
+    (runs, n)
 }
 
 impl Mlp {
