@@ -293,6 +293,9 @@ type KeysValues<'a, E> = (&'a [E], &'a [E]);
 /// attends to (causal: its own position and those before it), run by run: the
 /// shared caches' (if any), then the cache's own; `slices` takes a run's
 /// buffers in their precision. Returns the runs and how many there are.
+/// Inlined: called out of line, it cost f32 decode of one sequence on two
+/// threads 8-10% (measured three times, alternating builds).
+#[inline(always)]
 fn visible<'a, E>(
     view: &LayerView<'a>,
     kv: usize,
