@@ -22,13 +22,13 @@
 //! So the scaling (four instructions a row and block) is much of the time; a
 //! product's rows are split evenly between its tiles (24 rows: two of 12, not
 //! 16 and 8), and four sum tiles take blocks in turn so that three products
-//! run ahead of the scaling, over all of a row's blocks without a break.
+//! run ahead of the scaling, over [`CHUNK`] blocks at a time.
 //!
 //! The weights: record `c`'s 32-byte vector of a group is, byte for byte, row
 //! `c` of the VNNI-ordered right-hand tile for its eight rows (Q4_1: its low
 //! nibbles row `c`, its high nibbles row `4 + c`), so two groups side by side
-//! make one 16-output tile ([`PairBlock`]). A product stages a group pair's
-//! blocks so before its row tiles run over them, or, for a Q8_0 matrix that
+//! make one 16-output tile ([`PairBlock`]). A product stages a chunk of a
+//! group pair's blocks so before its row tiles run over it, or, for a Q8_0 matrix that
 //! keeps a tile copy ([`tile_copy`], the LM head), reads them in place.
 //! Staging is the rest of the time: a Q4_1 tile copy (every nibble a byte)
 //! spared it but read 1.8 times the bytes, and a product of 12 rows from
@@ -191,6 +191,14 @@ impl TileConfig {
     }
 }
 
+/// Most blocks of a group pair a row tile passes over at a time (a row's
+/// blocks split evenly into the fewest such chunks, each a multiple of
+/// [`RING`]): staged, their weights (9 KiB) and the activations they meet
+/// (1 KiB a row) stay in L1 while every row tile passes over them. A 16-row
+/// product over 48 blocks (1536 columns) ran 25% slower in one pass, and
+/// 10-30% slower in chunks of 24.
+const CHUNK: usize = 16;
+
 /// Blocks in flight: block `j` goes to sum tile `j % RING`, and the products
 /// run `RING - 1` blocks ahead of the scaling (with two in flight, the scaling
 /// waited on the tile unit).
@@ -221,9 +229,10 @@ struct SumTile([i32; TILE * TILE]);
 #[derive(Clone, Copy)]
 struct Lanes<T>([T; TILE]);
 
-/// A thread's working space: a group pair's blocks staged as tiles (where the
-/// matrix keeps no tile copy), [`RING`] blocks' sums, and the outputs of
-/// every row of the pass (at most [`super::STRIPE_ROWS`], plus padding).
+/// A thread's working space: a chunk of a group pair's blocks staged as tiles
+/// (where the matrix keeps no tile copy), [`RING`] blocks' sums, and the
+/// outputs of every row of the pass (at most [`super::STRIPE_ROWS`], plus
+/// padding) between chunks.
 struct Scratch {
     staged: Vec<PairBlock>,
     sums: [SumTile; RING],
@@ -232,7 +241,7 @@ struct Scratch {
 
 thread_local! {
     /// Each thread's AMX working space (boxed: the sums and outputs take
-    /// about 9 KiB, the staged blocks 576 bytes per block of a row).
+    /// about 9 KiB, the staged blocks as much).
     static SCRATCH: std::cell::RefCell<Box<Scratch>> = std::cell::RefCell::new(Box::new(Scratch {
         staged: Vec::new(),
         sums: [SumTile([0; TILE * TILE]); RING],
@@ -268,7 +277,7 @@ pub(super) fn tile_copy(mat: &QMatrix) -> HugeBytes {
         for (p, dst) in out.chunks_exact_mut(nb * PAIR_BLOCK).enumerate() {
             let (g0, g1) = (2 * p, (2 * p + 1).min(groups - 1));
             let mut blocks = vec![PairBlock([0; PAIR_BLOCK]); nb];
-            unsafe { stage::<false>(mat.group(g0), mat.group(g1), &mut blocks) };
+            unsafe { stage::<false>(mat.group(g0), mat.group(g1), 0..nb, &mut blocks) };
             for (b, block) in blocks.iter().enumerate() {
                 dst[b * PAIR_BLOCK..][..PAIR_BLOCK].copy_from_slice(&block.0);
             }
@@ -312,8 +321,8 @@ pub(super) fn fill_tile(
     }
     SCRATCH.with_borrow_mut(|scratch| {
         let Scratch { staged, sums, acc } = &mut **scratch;
-        if copy.is_none() && staged.len() < nb {
-            staged.resize(nb, PairBlock([0; PAIR_BLOCK]));
+        if copy.is_none() && staged.len() < CHUNK {
+            staged.resize(CHUNK, PairBlock([0; PAIR_BLOCK]));
         }
         // SAFETY: `available()` held before this path was taken (AMX granted,
         // AVX-512 present); the configuration is this thread's until released.
@@ -321,54 +330,61 @@ pub(super) fn fill_tile(
         for g in groups.clone().step_by(2) {
             // Two groups make a tile; a lone last group is paired with itself.
             let g1 = (g + 1).min(all_groups - 1);
-            let (weights, ahead) = match copy {
-                Some(copy) => {
-                    let at = g / 2 * nb * PAIR_BLOCK;
-                    // SAFETY: pair `g / 2` lies in the copy (checked above).
-                    let w = unsafe { copy.as_ptr().add(at) } as *const PairBlock;
-                    // The blocks two pairs on, fetched into L2 while this one
-                    // runs (none past the copy's end): a 24-row LM head ran
-                    // 5-10% faster than with the next pair's fetched into L1,
-                    // and 1.5-2 times as fast as with neither.
-                    let next =
-                        (at + 3 * nb * PAIR_BLOCK <= copy.len()).then(|| w.wrapping_add(2 * nb));
-                    (w, next)
-                }
-                None => {
-                    // SAFETY: as above (AVX-512, F16C); `staged` holds `nb`
-                    // blocks.
-                    unsafe {
-                        if q4 {
-                            stage::<true>(mat.group(g), mat.group(g1), &mut staged[..nb]);
-                        } else {
-                            stage::<false>(mat.group(g), mat.group(g1), &mut staged[..nb]);
-                        }
+            let chunk = nb.div_ceil(nb.div_ceil(CHUNK)).next_multiple_of(RING);
+            for first in (0..nb).step_by(chunk) {
+                let blocks = first..(first + chunk).min(nb);
+                let (weights, ahead) = match copy {
+                    Some(copy) => {
+                        let at = (g / 2 * nb + first) * PAIR_BLOCK;
+                        // SAFETY: pair `g / 2` lies in the copy (checked above).
+                        let w = unsafe { copy.as_ptr().add(at) } as *const PairBlock;
+                        // The blocks two pairs on, fetched into L2 while this
+                        // one runs (none past the copy's end): a 24-row LM
+                        // head ran 5-10% faster than with the next pair's
+                        // fetched into L1, and 1.5-2 times as fast as with
+                        // neither.
+                        let far = at + 2 * nb * PAIR_BLOCK + blocks.len() * PAIR_BLOCK;
+                        let next = (far <= copy.len()).then(|| w.wrapping_add(2 * nb));
+                        (w, next)
                     }
-                    (staged.as_ptr(), None)
-                }
-            };
-            for t in 0..tiles {
-                let t0 = rows.start + t * per_tile;
-                // Only the first row tile fetches ahead: the others find the
-                // pair's blocks in cache.
-                let ahead = if t == 0 { ahead } else { None };
-                let out = acc[t * per_tile..].as_mut_ptr();
-                macro_rules! by_rows {
-                    ($($mt:literal)*) => {
-                        match per_tile {
-                            $($mt => if q4 {
-                                pair_rows::<$mt, true>(acts, t0, weights, ahead, sums, out)
+                    None => {
+                        let out = &mut staged[..blocks.len()];
+                        // SAFETY: as above (AVX-512, F16C); both groups hold
+                        // `nb` records.
+                        unsafe {
+                            if q4 {
+                                stage::<true>(mat.group(g), mat.group(g1), blocks.clone(), out);
                             } else {
-                                pair_rows::<$mt, false>(acts, t0, weights, ahead, sums, out)
-                            },)*
-                            _ => unreachable!("{per_tile} rows a tile"),
+                                stage::<false>(mat.group(g), mat.group(g1), blocks.clone(), out);
+                            }
                         }
-                    };
+                        (staged.as_ptr(), None)
+                    }
+                };
+                for t in 0..tiles {
+                    let t0 = rows.start + t * per_tile;
+                    // Only the first row tile fetches ahead: the others find
+                    // the chunk's blocks in cache.
+                    let ahead = if t == 0 { ahead } else { None };
+                    let out = acc[t * per_tile..].as_mut_ptr();
+                    let b = blocks.clone();
+                    macro_rules! by_rows {
+                        ($($mt:literal)*) => {
+                            match per_tile {
+                                $($mt => if q4 {
+                                    pair_rows::<$mt, true>(acts, t0, b, weights, ahead, sums, out)
+                                } else {
+                                    pair_rows::<$mt, false>(acts, t0, b, weights, ahead, sums, out)
+                                },)*
+                                _ => unreachable!("{per_tile} rows a tile"),
+                            }
+                        };
+                    }
+                    // SAFETY: AMX configured for `per_tile` rows; the tile's
+                    // rows lie inside `acts` (padded past the last), `weights`
+                    // holds the chunk's blocks, `out` `per_tile` lanes of `acc`.
+                    unsafe { by_rows!(2 4 6 8 10 12 14 16) };
                 }
-                // SAFETY: AMX configured for `per_tile` rows; the tile's rows
-                // lie inside `acts` (padded past the last), `weights` holds the
-                // pair's `nb` blocks, `out` `per_tile` lanes of `acc`.
-                unsafe { by_rows!(2 4 6 8 10 12 14 16) };
             }
             // A lone last group's outputs are its eight lanes; features past
             // the matrix's last row are not stored.
@@ -473,50 +489,59 @@ unsafe fn scale_block<const MT: usize, const Q4: bool>(
     }
 }
 
-/// The 16 outputs of a group pair for the `MT` activation rows from `t0`,
-/// into `out[..MT]`: every block's product on the tiles, its sums stored to
-/// one of [`RING`] small buffers that stay in L1 and scaled into accumulators
-/// held in registers while the next blocks' products run, block after block
-/// from the first, as the other kernels add them. `ahead`, where given, is
-/// a later pair's blocks, fetched into L2 a block at a time.
+/// Adds the blocks `blocks` of a group pair (at `w`, the first of them) to
+/// the 16 outputs of the `MT` activation rows from `t0`, held at `out[..MT]`
+/// (which start from zero at the pair's first block): every block's product
+/// on the tiles, its sums stored to one of [`RING`] small buffers that stay in
+/// L1 and scaled into accumulators held in registers while the next blocks'
+/// products run, block after block, as the other kernels add them. `ahead`,
+/// where given, is a later pair's blocks, fetched into L2 a block at a time.
 ///
 /// # Safety
 /// AMX configured by [`fill_tile`] for `MT` rows a tile; AVX-512 (F, BW, VL)
-/// and F16C; the rows from `t0` lie inside `acts`; `w` holds `acts.nb`
-/// blocks; `out` has room for `MT` lanes.
+/// and F16C; the rows from `t0` and `blocks` lie inside `acts`, whose first
+/// block is a multiple of [`RING`]; `w` holds the blocks; `out` has room for
+/// `MT` lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
 unsafe fn pair_rows<const MT: usize, const Q4: bool>(
     acts: &Activations,
     t0: usize,
+    blocks: Range<usize>,
     w: *const PairBlock,
     ahead: Option<*const PairBlock>,
     sums: &mut [SumTile; RING],
     out: *mut Lanes<f32>,
 ) {
-    let nb = acts.nb;
+    let (start, nb) = (blocks.start, blocks.end);
+    debug_assert!(start.is_multiple_of(RING) && nb <= acts.nb);
     let sums = sums.as_mut_ptr();
     let mut acc = [_mm512_setzero_ps(); MT];
     // SAFETY: the caller's contract; `sums` holds `RING` tiles.
     unsafe {
+        if start > 0 {
+            for (t, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_load_ps((*out.add(t)).0.as_ptr());
+            }
+        }
         // Block `b` goes to sum tile `b % RING`; the loop steps `RING` blocks
         // at a time so that every product names its tiles (no jump table).
         const _: () = assert!(RING == 4);
         macro_rules! issue {
             ($set:literal, $b:expr) => {{
                 let b = $b;
-                product::<$set, Q4>(acts, t0, b, w.add(b), sums.add($set))
+                product::<$set, Q4>(acts, t0, b, w.add(b - start), sums.add($set))
             }};
         }
-        if nb > 0 {
-            issue!(0, 0);
+        if nb > start {
+            issue!(0, start);
         }
-        if nb > 1 {
-            issue!(1, 1);
+        if nb > start + 1 {
+            issue!(1, start + 1);
         }
-        if nb > 2 {
-            issue!(2, 2);
+        if nb > start + 2 {
+            issue!(2, start + 2);
         }
-        for first in (0..nb).step_by(RING) {
+        for first in (start..nb).step_by(RING) {
             macro_rules! step {
                 ($j:literal, $ahead:literal) => {{
                     let b = first + $j;
@@ -525,9 +550,16 @@ unsafe fn pair_rows<const MT: usize, const Q4: bool>(
                             issue!($ahead, b + RING - 1);
                         }
                         if let Some(next) = ahead {
-                            prefetch_record::<false>(next.add(b) as *const u8, PAIR_BLOCK);
+                            prefetch_record::<false>(next.add(b - start) as *const u8, PAIR_BLOCK);
                         }
-                        scale_block::<MT, Q4>(acts, t0, b, w.add(b), sums.add($j), &mut acc);
+                        scale_block::<MT, Q4>(
+                            acts,
+                            t0,
+                            b,
+                            w.add(b - start),
+                            sums.add($j),
+                            &mut acc,
+                        );
                     }
                 }};
             }
@@ -565,19 +597,20 @@ unsafe fn halves(p0: *const u8, p1: *const u8) -> __m256i {
     }
 }
 
-/// The groups `w0` and `w1`'s first `out.len()` blocks as [`PairBlock`]s
-/// (group `w0`'s eight outputs then `w1`'s). Q4_1 (`Q4`): tile row `c` the
-/// low nibbles of vector `c`, row `4 + c` the high ones; Q8_0: the vectors as
-/// they are.
+/// The blocks `blocks` of the groups `w0` and `w1` as [`PairBlock`]s into
+/// `out` (group `w0`'s eight outputs then `w1`'s). Q4_1 (`Q4`): tile row `c`
+/// the low nibbles of vector `c`, row `4 + c` the high ones; Q8_0: the vectors
+/// as they are.
 ///
 /// # Safety
-/// AVX-512 (F, BW); both groups hold `out.len()` records.
+/// AVX-512 (F, BW); both groups hold the blocks; `out` holds one per block.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn stage<const Q4: bool>(w0: &[u8], w1: &[u8], out: &mut [PairBlock]) {
+unsafe fn stage<const Q4: bool>(w0: &[u8], w1: &[u8], blocks: Range<usize>, out: &mut [PairBlock]) {
     let rec = if Q4 { QFormat::Q4_1 } else { QFormat::Q8_0 }.group_bytes();
-    debug_assert!(w0.len() >= out.len() * rec && w1.len() >= out.len() * rec);
+    debug_assert!(w0.len() >= blocks.end * rec && w1.len() >= blocks.end * rec);
+    debug_assert_eq!(out.len(), blocks.len());
     let low = _mm512_set1_epi8(0x0F);
-    for (b, block) in out.iter_mut().enumerate() {
+    for (b, block) in blocks.zip(out.iter_mut()) {
         // SAFETY: record `b` lies inside both groups (the caller's contract).
         let (p0, p1) = unsafe { (w0.as_ptr().add(b * rec), w1.as_ptr().add(b * rec)) };
         // The same record of the next pair, as the 512-bit VNNI kernels ask:
