@@ -176,13 +176,9 @@ impl<'m> Batch<'m> {
     pub fn prefix_store_bytes(&self) -> usize {
         let stored = |c: &Arc<Cache>| self.prefixes.iter().any(|(_, s)| Arc::ptr_eq(s, c));
         let mut bases: Vec<&Arc<Cache>> = Vec::new();
-        for (_, cache) in &self.prefixes {
-            let mut at = cache.base();
-            while let Some(base) = at {
-                if !stored(base) && !bases.iter().any(|b| Arc::ptr_eq(b, base)) {
-                    bases.push(base);
-                }
-                at = base.base();
+        for base in self.prefixes.iter().flat_map(|(_, c)| c.bases()) {
+            if !stored(base) && !bases.iter().any(|b| Arc::ptr_eq(b, base)) {
+                bases.push(base);
             }
         }
         self.prefixes.iter().map(|(_, c)| c.bytes()).sum::<usize>()

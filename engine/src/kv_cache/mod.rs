@@ -385,25 +385,21 @@ impl Cache {
         self.shared.as_ref().map(|s| &s.cache)
     }
 
+    /// The frozen caches this one starts on: its base, the base's base, and
+    /// so on.
+    pub fn bases(&self) -> impl Iterator<Item = &Arc<Cache>> {
+        std::iter::successors(self.base(), |c| c.base())
+    }
+
     /// The first frozen cache of the chain this one starts on (the one that
     /// starts on none), if any: caches with the same root share its positions.
     pub fn root(&self) -> Option<&Arc<Cache>> {
-        let mut root = self.base()?;
-        while let Some(next) = root.base() {
-            root = next;
-        }
-        Some(root)
+        self.bases().last()
     }
 
     /// Shared caches this one starts on, one on the next.
     fn depth(&self) -> usize {
-        let mut depth = 0;
-        let mut at = self.base();
-        while let Some(c) = at {
-            depth += 1;
-            at = c.base();
-        }
-        depth
+        self.bases().count()
     }
 
     /// Copies any shared prefix into this cache's own buffers.

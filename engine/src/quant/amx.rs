@@ -271,12 +271,12 @@ pub(super) fn tile_copy(mat: &QMatrix) -> HugeBytes {
     let nb = mat.cols / super::QK;
     let groups = mat.rows.div_ceil(GROUP);
     let pairs = groups.div_ceil(2);
+    let mut blocks = vec![PairBlock([0; PAIR_BLOCK]); nb];
     HugeBytes::build(pairs * nb * PAIR_BLOCK, |out| {
-        // SAFETY: `available()` held (AVX-512 and F16C); every pair's `nb`
-        // blocks fit in its slice of `out`.
         for (p, dst) in out.chunks_exact_mut(nb * PAIR_BLOCK).enumerate() {
             let (g0, g1) = (2 * p, (2 * p + 1).min(groups - 1));
-            let mut blocks = vec![PairBlock([0; PAIR_BLOCK]); nb];
+            // SAFETY: `available()` held (AVX-512 and F16C); both groups hold
+            // `nb` records and `blocks` one slot for each.
             unsafe { stage::<false>(mat.group(g0), mat.group(g1), 0..nb, &mut blocks) };
             for (b, block) in blocks.iter().enumerate() {
                 dst[b * PAIR_BLOCK..][..PAIR_BLOCK].copy_from_slice(&block.0);
