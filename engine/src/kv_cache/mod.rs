@@ -404,16 +404,12 @@ impl Cache {
 
     /// Copies any shared prefix into this cache's own buffers.
     pub fn flatten(&mut self) -> Result<()> {
-        let Some(s) = self.shared.take() else {
-            return Ok(());
-        };
-        self.layers = s
-            .cache
-            .flat_layers(s.len)?
-            .iter()
-            .zip(&self.layers)
-            .map(|(p, own)| p.joined(s.len, own, own.len))
-            .collect::<Result<_>>()?;
+        if self.shared.is_some() {
+            // Every position (none lies past `max_len`); the prefix is let go
+            // only once the copy is made, so a failure leaves the cache whole.
+            self.layers = self.flat_layers(self.max_len)?;
+            self.shared = None;
+        }
         Ok(())
     }
 
@@ -518,7 +514,7 @@ impl Cache {
         let l = &mut self.layers[layer];
         l.reserve(1, heads, k.len() / heads, 1)?;
         l.write(k, v, 1);
-        let mut prefix = [None, None];
+        let mut prefix = [const { None }; MAX_DEPTH];
         if let Some(s) = &self.shared {
             s.cache.runs(layer, s.len, &mut prefix);
         }

@@ -28,8 +28,9 @@
 //! `c` of the VNNI-ordered right-hand tile for its eight rows (Q4_1: its low
 //! nibbles row `c`, its high nibbles row `4 + c`), so two groups side by side
 //! make one 16-output tile ([`PairBlock`]). A product stages a chunk of a
-//! group pair's blocks so before its row tiles run over it, or, for a Q8_0 matrix that
-//! keeps a tile copy ([`tile_copy`], the LM head), reads them in place.
+//! group pair's blocks before its row tiles run over it, or, for a Q8_0
+//! matrix that keeps a tile copy ([`tile_copy`], the LM head), reads them in
+//! place.
 //! Staging is the rest of the time: a Q4_1 tile copy (every nibble a byte)
 //! spared it but read 1.8 times the bytes, and a product of 12 rows from
 //! memory ran no faster.
@@ -314,6 +315,8 @@ pub(super) fn fill_tile(
         rows.start
     );
     let config = TileConfig::new(per_tile as u8);
+    // A row's blocks in the fewest chunks of at most `CHUNK`, evenly split.
+    let chunk = nb.div_ceil(nb.div_ceil(CHUNK)).next_multiple_of(RING);
     let q4 = mat.format == QFormat::Q4_1;
     let copy = mat.tiles.get().map(|t| &t[..]);
     if let Some(copy) = copy {
@@ -330,7 +333,6 @@ pub(super) fn fill_tile(
         for g in groups.clone().step_by(2) {
             // Two groups make a tile; a lone last group is paired with itself.
             let g1 = (g + 1).min(all_groups - 1);
-            let chunk = nb.div_ceil(nb.div_ceil(CHUNK)).next_multiple_of(RING);
             for first in (0..nb).step_by(chunk) {
                 let blocks = first..(first + chunk).min(nb);
                 let (weights, ahead) = match copy {
