@@ -4,7 +4,8 @@
 //! to f32), all on the same prompt tokens and thread count; then the serving
 //! benchmark (`bench_serve`). `--quick` skips the baselines, `--serve` runs only
 //! the serving benchmark, `--against BIN` runs it side by side with another
-//! build's binary. Numbers are medians of several runs; this is not a test.
+//! build's binary, `--threads 2,1` on each of those engine thread counts (how
+//! batching pays off with the cores a server has). Numbers are medians of several runs; this is not a test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,8 +34,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let threads = match args.iter().position(|a| a == "--threads") {
+        Some(i) => parse_threads(args.get(i + 1).map(String::as_str))?,
+        None => vec![None],
+    };
     if args.iter().any(|a| a == "--serve") {
-        return run_serve(against.as_deref());
+        return run_serve(against.as_deref(), &threads);
     }
     let model = crate::models::run()?;
     sh(cargo().args(["build", "--release", "-p", "backend"]))?;
@@ -127,15 +132,54 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     print_table(&rows, bandwidth["memory_read_gb_per_s"].as_f64());
-    crate::bench_serve::run(&bin, against.as_deref())
+    crate::bench_serve::run(&contenders(&bin, against.as_deref(), &threads))
 }
 
 /// `cargo xtask bench --serve`: only the serving benchmark (against another
-/// build's binary too, with `--against`).
-pub fn run_serve(against: Option<&Path>) -> anyhow::Result<()> {
+/// build's binary too, with `--against`; on each of several engine thread
+/// counts, with `--threads`).
+pub fn run_serve(against: Option<&Path>, threads: &[Option<usize>]) -> anyhow::Result<()> {
     crate::models::run()?;
     sh(cargo().args(["build", "--release", "-p", "backend"]))?;
-    crate::bench_serve::run(&root().join("target/release/teacherlm"), against)
+    let bin = root().join("target/release/teacherlm");
+    crate::bench_serve::run(&contenders(&bin, against, threads))
+}
+
+/// `--threads`' value: engine thread counts separated by commas (`1,2`).
+fn parse_threads(value: Option<&str>) -> anyhow::Result<Vec<Option<usize>>> {
+    let value = value.context("--threads takes thread counts, e.g. --threads 2,1")?;
+    value
+        .split(',')
+        .map(|t| match t.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => anyhow::bail!("--threads: {t:?} in {value:?} is not a thread count >= 1"),
+        })
+        .collect()
+}
+
+/// The servers the serving bench runs: this build and the `against` build,
+/// each on every thread count (`None`: the engine's default, one per core).
+/// The first is the one the others are compared with.
+fn contenders(
+    bin: &Path,
+    against: Option<&Path>,
+    threads: &[Option<usize>],
+) -> Vec<crate::bench_serve::Contender> {
+    let builds = std::iter::once((bin, "this build".to_string()))
+        .chain(against.map(|b| (b, format!("baseline ({})", b.display()))));
+    builds
+        .flat_map(|(bin, name)| {
+            threads.iter().map(move |&t| crate::bench_serve::Contender {
+                label: match t {
+                    None => name.clone(),
+                    Some(1) => format!("{name}, 1 engine thread"),
+                    Some(n) => format!("{name}, {n} engine threads"),
+                },
+                bin: bin.to_path_buf(),
+                threads: t,
+            })
+        })
+        .collect()
 }
 
 /// A virtualenv (reusing the system's torch/transformers when present) with

@@ -4,7 +4,7 @@
 //! the first faster: one pass over the weights per step serves every sequence.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -120,15 +120,30 @@ fn round(port: u16, bodies: &[Value], concurrent: bool) -> anyhow::Result<(u64, 
     Ok((tokens, t.elapsed().as_secs_f64()))
 }
 
-/// Starts `bin serve` on a free port and warms it up.
-fn start(bin: &Path, data: &Path, bodies: &[Value]) -> anyhow::Result<Server> {
-    let mut child = Command::new(bin)
-        .args(["serve", "--port", "0", "--max-batch", "32", "--data-dir"])
+/// A server the bench measures: a build of `teacherlm`, and the engine
+/// threads it runs with (`TEACHERLM_THREADS`; `None`: one per core).
+pub struct Contender {
+    /// How the results name it.
+    pub label: String,
+    /// The `teacherlm` binary.
+    pub bin: PathBuf,
+    /// Engine threads, where set.
+    pub threads: Option<usize>,
+}
+
+/// Starts `contender`'s `serve` on a free port and warms it up.
+fn start(contender: &Contender, data: &Path, bodies: &[Value]) -> anyhow::Result<Server> {
+    let mut cmd = Command::new(&contender.bin);
+    cmd.args(["serve", "--port", "0", "--max-batch", "32", "--data-dir"])
         .arg(data)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::piped());
+    if let Some(n) = contender.threads {
+        cmd.env("TEACHERLM_THREADS", n.to_string());
+    }
+    let mut child = cmd
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting {}", contender.bin.display()))?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
     let port: u16 = line
@@ -178,39 +193,47 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Runs both rounds against `bin serve` and prints them with their ratio. With
-/// `against` (another build's `teacherlm`), both servers run at once and take
-/// their pairs in turn, so the machine's noise falls on both alike, and the
-/// two builds' speeds are compared round by round.
-pub fn run(bin: &Path, against: Option<&Path>) -> anyhow::Result<()> {
+/// Runs both rounds against each contender's server and prints them with
+/// their ratio. The servers run at once and take their pairs in turn, so the
+/// machine's noise falls on all alike; with more than one, each after the
+/// first is also compared round by round with the first (another build, or
+/// the same build on fewer engine threads).
+pub fn run(contenders: &[Contender]) -> anyhow::Result<()> {
     let data = root().join("../shared/data");
     let bodies = requests(&data)?;
-    let server = start(bin, &data, &bodies)?;
-    let baseline = against.map(|b| start(b, &data, &bodies)).transpose()?;
+    let servers = contenders
+        .iter()
+        .map(|c| start(c, &data, &bodies))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     println!("\nannotate, {REQUESTS} requests x 3 kinds x <= {MAX_TOKENS} tokens (default model):");
     // Pairs of rounds side by side, so a noisy neighbour slows both of a pair;
     // the median pair's ratio is the result.
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut pairs: Vec<Vec<Pair>> = contenders.iter().map(|_| Vec::new()).collect();
     for n in 1..=PAIRS {
-        ours.push(pair(&server, &bodies, &format!("pair {n}"))?);
-        if let Some(b) = &baseline {
-            theirs.push(pair(b, &bodies, &format!("pair {n}, baseline"))?);
+        for ((contender, server), pairs) in contenders.iter().zip(&servers).zip(&mut pairs) {
+            let label = match contenders.len() {
+                1 => format!("pair {n}"),
+                _ => format!("pair {n}, {}", contender.label),
+            };
+            pairs.push(pair(server, &bodies, &label)?);
         }
     }
     let ratio = |ps: &[Pair]| median(ps.iter().map(|p| p.par_rate / p.seq_rate).collect());
+    let (first, others) = pairs.split_first().expect("at least one contender");
     println!(
         "  concurrent vs sequential, median of {PAIRS} pairs: {:.2}x (target >= 2.5)",
-        ratio(&ours)
+        ratio(first)
     );
-    if let Some(path) = against {
+    for (contender, theirs) in contenders[1..].iter().zip(others) {
         let speed = |f: fn(&Pair) -> f64| {
-            median(ours.iter().zip(&theirs).map(|(o, t)| f(o) / f(t)).collect())
+            median(first.iter().zip(theirs).map(|(o, t)| f(o) / f(t)).collect())
         };
         println!(
-            "  baseline ({}): {:.2}x; this build is {:.3}x as fast all at once and \
-             {:.3}x one after another (medians over the pairs)",
-            path.display(),
-            ratio(&theirs),
+            "  {}: {:.2}x; {} is {:.3}x as fast all at once and {:.3}x one after \
+             another (medians over the pairs)",
+            contender.label,
+            ratio(theirs),
+            contenders[0].label,
             speed(|p| p.par_rate),
             speed(|p| p.seq_rate)
         );

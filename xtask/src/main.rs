@@ -23,10 +23,11 @@ tasks:
   serve [-- ARGS]   set up and run the server (ARGS go to `teacherlm serve`)
   test              set up and run every check and test (what CI runs)
   models            fetch the default model into $TEACHERLM_HOME/models
-  bench [--quick|--serve] [--against BIN]
+  bench [--quick|--serve] [--against BIN] [--threads N,N..]
                     benchmark the engine against llama.cpp and transformers,
                     and 8 concurrent annotate requests against 8 sequential ones
-                    (side by side with another build's teacherlm binary BIN)";
+                    (side by side with another build's teacherlm binary BIN, and
+                    on each of the engine thread counts N)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
