@@ -25,12 +25,23 @@ pub const DEFAULT_TOP_P: f32 = 0.95;
 /// Where a base model starts the next question of its own.
 const BASE_MODEL_STOP: &str = "\nQ:";
 
+/// A kind, its teacher and its generation.
+pub type Submitted = (Kind, Arc<dyn Engine>, GenStream);
+
 /// The kinds of one request, submitted to their teachers.
 pub struct Started {
     /// The prompts of the sample.
     pub prompts: Prompts,
-    /// Per kind, in the order asked: its teacher and its generation.
-    pub kinds: Vec<(Kind, Arc<dyn Engine>, GenStream)>,
+    /// Per kind, in the order asked.
+    pub kinds: Vec<Submitted>,
+}
+
+/// The kinds of a request that one teacher serves, submitted together.
+struct Group {
+    teacher: Arc<dyn Engine>,
+    /// Their places in the request's `kinds`.
+    kinds: Vec<usize>,
+    requests: Vec<GenRequest>,
 }
 
 /// Checks `request` and submits every kind it asks for. Fails before anything
@@ -69,8 +80,10 @@ pub fn start(
         seed: request.seed.unwrap_or_else(crate::infer::random_u64),
         ..SamplingParams::greedy()
     };
-    let mut kinds = Vec::with_capacity(request.kinds.len());
-    for &kind in &request.kinds {
+    // The kinds a teacher serves go to it as one group, so they start in the
+    // same step (their prompts share the sample's text, prefilled in one pass).
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, &kind) in request.kinds.iter().enumerate() {
         let teacher = engines.teacher(kind)?;
         let text = prompts.for_kind(kind).to_string();
         let (prompt, stop) = if teacher.info().chat {
@@ -86,10 +99,32 @@ pub fn start(
             sampling: sampling.clone(),
             stop,
         };
-        // An error here drops the streams already submitted, cancelling them.
-        let stream = teacher.submit(GenRequest { prompt, params })?;
-        kinds.push((kind, teacher, stream));
+        let group = match groups
+            .iter()
+            .position(|g| Arc::ptr_eq(&g.teacher, &teacher))
+        {
+            Some(g) => &mut groups[g],
+            None => groups.push_mut(Group {
+                teacher,
+                kinds: Vec::new(),
+                requests: Vec::new(),
+            }),
+        };
+        group.kinds.push(i);
+        group.requests.push(GenRequest { prompt, params });
     }
+    let mut kinds: Vec<Option<Submitted>> = request.kinds.iter().map(|_| None).collect();
+    for group in groups {
+        let streams = group.teacher.submit_group(group.requests)?;
+        // An error above drops the streams already submitted, cancelling them.
+        for (i, stream) in group.kinds.into_iter().zip(streams) {
+            kinds[i] = Some((request.kinds[i], Arc::clone(&group.teacher), stream));
+        }
+    }
+    let kinds = kinds
+        .into_iter()
+        .map(|k| k.expect("every kind was submitted"))
+        .collect();
     Ok(Started { prompts, kinds })
 }
 

@@ -113,6 +113,40 @@ fn streamed_annotations_interleave_kinds_and_end_with_the_record() {
     );
 }
 
+/// An annotation's kinds (and a completion's choices) queue as one group:
+/// taken whole even by a queue of one, admitted as the batch has room, and
+/// with the texts they get when they all run in one step.
+#[test]
+fn a_requests_kinds_queue_together_whatever_the_queue_and_batch_sizes() {
+    let roomy = Server::tiny(&[]);
+    let tight = Server::tiny(&["--queue-size", "1", "--max-batch", "2"]);
+    let annotate = |server: &Server| {
+        let r = post(&server.url("/api/annotate"), &creak_request(11));
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str::<AnnotateResponse>(&r.body).unwrap()
+    };
+    // Three kinds: more than the queue holds, and one more than the batch.
+    let (want, got) = (annotate(&roomy), annotate(&tight));
+    assert_eq!(got.annotations.len(), 3);
+    assert_eq!(got, want);
+    let completion = json!({"model": "llama-tiny", "prompt": "Once upon a time",
+                            "max_tokens": 8, "n": 3, "seed": 4});
+    let r = post(&tight.url("/v1/completions"), &completion);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let texts = |r: &common::Reply| -> Vec<String> {
+        r.json()["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let roomy_r = post(&roomy.url("/v1/completions"), &completion);
+    assert_eq!(texts(&r).len(), 3);
+    assert_eq!(texts(&r), texts(&roomy_r));
+    assert_eq!(r.json()["usage"], roomy_r.json()["usage"]);
+}
+
 #[test]
 fn bad_samples_are_refused_naming_the_field() {
     let server = Server::tiny(&[]);

@@ -2,13 +2,15 @@
 //! batching.
 //!
 //! One worker thread owns an [`engine::Batch`]. Between decode steps it admits
-//! queued requests (prefilling each) up to `max_batch` running sequences, drops
-//! the sequences whose client went away, then runs one step for all of them.
-//! Requests wait in a bounded channel: [`Engine::submit`] refuses with
-//! [`InferError::QueueFull`] when it is full, so the HTTP layer answers 429
-//! instead of letting latency grow without bound.
+//! queued requests (prefilling those that arrived together in shared passes)
+//! up to `max_batch` running sequences, drops the sequences whose client went
+//! away, then runs one step for all of them. Requests that belong together (an
+//! annotation's kinds, a completion's `n` choices) travel as one group, so they
+//! join the same step. At most `queue_size` requests wait: [`Engine::submit`]
+//! refuses with [`InferError::QueueFull`] beyond that, so the HTTP layer
+//! answers 429 instead of letting latency grow without bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -44,7 +46,8 @@ impl Default for LocalLimits {
     }
 }
 
-/// A request on its way to the worker.
+/// A request on its way to the worker (in a group of requests that start
+/// together).
 struct Job {
     prompt: Vec<u32>,
     params: GenerateParams,
@@ -63,7 +66,7 @@ struct Client {
 pub struct LocalEngine {
     info: EngineInfo,
     model: Arc<Model>,
-    queue: Mutex<Option<SyncSender<Job>>>,
+    queue: Mutex<Option<SyncSender<Vec<Job>>>>,
     queued: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
@@ -73,6 +76,8 @@ impl LocalEngine {
     /// Starts the worker thread for `model`, served under the name `id`.
     pub fn start(id: &str, model: Model, limits: LocalLimits, metrics: Arc<Metrics>) -> Self {
         let model = Arc::new(model);
+        // Never full: `enqueue` counts requests and refuses them first, and
+        // a group holds at least one.
         let (tx, rx) = sync_channel(limits.queue_size.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicUsize::new(0));
@@ -128,18 +133,9 @@ impl LocalEngine {
         })
     }
 
-    /// Stops taking requests; the worker ends once the running ones are done.
-    pub fn shutdown(&self) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-}
-
-impl Engine for LocalEngine {
-    fn info(&self) -> &EngineInfo {
-        &self.info
-    }
-
-    fn submit(&self, request: GenRequest) -> Result<GenStream, InferError> {
+    /// Checks `request` against the model (prompt, sampling, context) and
+    /// makes its job and the stream its events will come on.
+    fn job(&self, request: GenRequest, arrived: Instant) -> Result<(Job, GenStream), InferError> {
         let prompt = self.encode(&request.prompt)?;
         let mut params = request.params;
         Batch::check(&self.model, &prompt, &params)
@@ -164,8 +160,16 @@ impl Engine for LocalEngine {
             prompt,
             params,
             tx,
-            arrived: Instant::now(),
+            arrived,
         };
+        Ok((job, rx))
+    }
+
+    /// Queues `jobs` as one group, or none of them when the queue cannot take
+    /// them all. An empty queue takes any group, so a group larger than the
+    /// queue (a completion's `n` choices) is not refused forever.
+    fn enqueue(&self, jobs: Vec<Job>) -> Result<(), InferError> {
+        let n = jobs.len();
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let Some(queue) = queue.as_ref() else {
             return Err(InferError::Unavailable {
@@ -173,28 +177,61 @@ impl Engine for LocalEngine {
                 message: "the engine is shutting down".into(),
             });
         };
-        // Count before sending: the worker decrements as soon as it receives.
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        match queue.try_send(job) {
-            Ok(()) => Ok(rx),
-            Err(e) => {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                match e {
-                    TrySendError::Full(_) => {
-                        self.metrics.rejected(&self.info.id);
-                        Err(InferError::QueueFull {
-                            model: self.info.id.clone(),
-                            size: self.info.queue_size,
-                            retry_after_s: 1,
-                        })
-                    }
-                    TrySendError::Disconnected(_) => Err(InferError::Unavailable {
-                        model: self.info.id.clone(),
-                        message: "its worker stopped".into(),
-                    }),
+        // Count before sending: the worker takes jobs off the count as it
+        // admits them, which may be at once.
+        let waiting = self.queued.fetch_add(n, Ordering::SeqCst);
+        let full = || {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            self.metrics.rejected(&self.info.id);
+            InferError::QueueFull {
+                model: self.info.id.clone(),
+                size: self.info.queue_size,
+                retry_after_s: 1,
+            }
+        };
+        if waiting > 0 && waiting + n > self.info.queue_size {
+            return Err(full());
+        }
+        queue.try_send(jobs).map_err(|e| match e {
+            // The channel holds a group per waiting request at most.
+            TrySendError::Full(_) => full(),
+            TrySendError::Disconnected(_) => {
+                self.queued.fetch_sub(n, Ordering::SeqCst);
+                InferError::Unavailable {
+                    model: self.info.id.clone(),
+                    message: "its worker stopped".into(),
                 }
             }
+        })
+    }
+
+    /// Stops taking requests; the worker ends once the running ones are done.
+    pub fn shutdown(&self) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+impl Engine for LocalEngine {
+    fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    fn submit(&self, request: GenRequest) -> Result<GenStream, InferError> {
+        let mut streams = self.submit_group(vec![request])?;
+        Ok(streams.pop().expect("a stream for the one request"))
+    }
+
+    fn submit_group(&self, requests: Vec<GenRequest>) -> Result<Vec<GenStream>, InferError> {
+        let arrived = Instant::now();
+        let mut jobs = Vec::with_capacity(requests.len());
+        let mut streams = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (job, stream) = self.job(request, arrived)?;
+            jobs.push(job);
+            streams.push(stream);
         }
+        self.enqueue(jobs)?;
+        Ok(streams)
     }
 
     fn queue_depth(&self) -> usize {
@@ -210,7 +247,7 @@ impl Engine for LocalEngine {
 struct Worker {
     id: String,
     model: Arc<Model>,
-    rx: Receiver<Job>,
+    rx: Receiver<Vec<Job>>,
     max_batch: usize,
     queued: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
@@ -222,8 +259,11 @@ impl Worker {
         let model = Arc::clone(&self.model);
         let mut batch = Batch::new(&model);
         let mut clients: HashMap<SeqId, Client> = HashMap::new();
+        // Jobs received but not admitted yet (a group larger than the room
+        // left in the batch), first in, first admitted.
+        let mut pending: VecDeque<Job> = VecDeque::new();
         loop {
-            if !self.admit(&mut batch, &mut clients) {
+            if !self.admit(&mut batch, &mut clients, &mut pending) {
                 tracing::info!(model = %self.id, "batch worker stopped");
                 return;
             }
@@ -260,27 +300,37 @@ impl Worker {
     }
 
     /// Moves queued jobs into the batch while there is room, prefilling those
-    /// that arrived together in shared passes. Blocks while nothing runs.
-    /// Returns false once the queue is closed and nothing is left to do.
-    fn admit(&self, batch: &mut Batch<'_>, clients: &mut HashMap<SeqId, Client>) -> bool {
-        let mut jobs = Vec::new();
-        while batch.len() + jobs.len() < self.max_batch {
-            let job = if batch.is_empty() && jobs.is_empty() {
+    /// that arrived together in shared passes; what does not fit waits in
+    /// `pending`. Blocks while nothing runs or waits. Returns false once the
+    /// queue is closed and nothing is left to do.
+    fn admit(
+        &self,
+        batch: &mut Batch<'_>,
+        clients: &mut HashMap<SeqId, Client>,
+        pending: &mut VecDeque<Job>,
+    ) -> bool {
+        // Every group that has arrived (the queue's bound limits them).
+        loop {
+            let group = if batch.is_empty() && pending.is_empty() {
                 match self.rx.recv() {
-                    Ok(job) => job,
+                    Ok(group) => group,
                     Err(_) => return false,
                 }
             } else {
                 match self.rx.try_recv() {
-                    Ok(job) => job,
+                    Ok(group) => group,
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             };
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            if !job.tx.is_closed() {
-                jobs.push(job);
-            }
+            pending.extend(group);
         }
+        // Requests whose client left while they waited take no place.
+        let waited = pending.len();
+        pending.retain(|j| !j.tx.is_closed());
+        let room = self.max_batch.saturating_sub(batch.len());
+        let jobs: Vec<Job> = pending.drain(..room.min(pending.len())).collect();
+        self.queued
+            .fetch_sub(waited - pending.len(), Ordering::SeqCst);
         let reused = batch.reused_prefix_tokens();
         let prompts: Vec<(&[u32], &GenerateParams)> = jobs
             .iter()

@@ -149,6 +149,16 @@ pub trait Engine: Send + Sync {
     /// can answer 422 or 429 before any streaming starts.
     fn submit(&self, request: GenRequest) -> Result<GenStream, InferError>;
 
+    /// [`Engine::submit`] for requests that belong together (an annotation's
+    /// kinds, a completion's `n` choices), their streams in the same order:
+    /// every request is checked before any is queued, and they are queued
+    /// all or none. A local engine admits a group into one step, prefilling
+    /// it in shared passes; here each is submitted in turn, and on an error
+    /// the streams already made drop, which cancels them.
+    fn submit_group(&self, requests: Vec<GenRequest>) -> Result<Vec<GenStream>, InferError> {
+        requests.into_iter().map(|r| self.submit(r)).collect()
+    }
+
     /// Requests waiting to start.
     fn queue_depth(&self) -> usize;
 

@@ -263,25 +263,23 @@ fn submit(
         return Err(HttpError::invalid(format!("stop[{i}]"), "is empty"));
     }
     let seed = s.seed.unwrap_or_else(crate::infer::random_u64);
-    let mut streams = Vec::with_capacity(n);
-    for i in 0..n {
-        let params = GenerateParams {
-            max_new_tokens: max_tokens,
-            sampling: SamplingParams {
-                temperature,
-                top_p: s.top_p.unwrap_or(1.0),
-                seed: seed.wrapping_add(i as u64),
-                ..SamplingParams::greedy()
-            },
-            stop: stop.clone(),
-        };
-        // On an error the streams already submitted drop, cancelling them.
-        streams.push(engine.submit(GenRequest {
+    let requests = (0..n)
+        .map(|i| GenRequest {
             prompt: prompt.clone(),
-            params,
-        })?);
-    }
-    Ok(streams)
+            params: GenerateParams {
+                max_new_tokens: max_tokens,
+                sampling: SamplingParams {
+                    temperature,
+                    top_p: s.top_p.unwrap_or(1.0),
+                    seed: seed.wrapping_add(i as u64),
+                    ..SamplingParams::greedy()
+                },
+                stop: stop.clone(),
+            },
+        })
+        .collect();
+    // The choices start together, or none does (429).
+    Ok(engine.submit_group(requests)?)
 }
 
 fn include_usage(s: &SamplingFields) -> bool {
