@@ -5,7 +5,8 @@
 //! benchmark (`bench_serve`). `--quick` skips the baselines, `--serve` runs only
 //! the serving benchmark, `--against BIN` runs it side by side with another
 //! build's binary, `--threads 2,1` on each of those engine thread counts (how
-//! batching pays off with the cores a server has). Numbers are medians of several runs; this is not a test.
+//! batching pays off with the cores a server has). Numbers are medians of
+//! several runs; this is not a test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
