@@ -514,8 +514,8 @@ unsafe fn pair_rows<const MT: usize, const Q4: bool>(
     sums: &mut [SumTile; RING],
     out: *mut Lanes<f32>,
 ) {
-    let (start, nb) = (blocks.start, blocks.end);
-    debug_assert!(start.is_multiple_of(RING) && nb <= acts.nb);
+    let (start, end) = (blocks.start, blocks.end);
+    debug_assert!(start.is_multiple_of(RING) && end <= acts.nb);
     let sums = sums.as_mut_ptr();
     let mut acc = [_mm512_setzero_ps(); MT];
     // SAFETY: the caller's contract; `sums` holds `RING` tiles.
@@ -534,21 +534,21 @@ unsafe fn pair_rows<const MT: usize, const Q4: bool>(
                 product::<$set, Q4>(acts, t0, b, w.add(b - start), sums.add($set))
             }};
         }
-        if nb > start {
+        if end > start {
             issue!(0, start);
         }
-        if nb > start + 1 {
+        if end > start + 1 {
             issue!(1, start + 1);
         }
-        if nb > start + 2 {
+        if end > start + 2 {
             issue!(2, start + 2);
         }
-        for first in (start..nb).step_by(RING) {
+        for first in (start..end).step_by(RING) {
             macro_rules! step {
                 ($j:literal, $ahead:literal) => {{
                     let b = first + $j;
-                    if b < nb {
-                        if b + RING - 1 < nb {
+                    if b < end {
+                        if b + RING - 1 < end {
                             issue!($ahead, b + RING - 1);
                         }
                         if let Some(next) = ahead {
